@@ -1,0 +1,152 @@
+//! One HTTP exchange with BFL at a time: submit, poll, download. No retries or loops live here
+//! (the dispatcher owns them); every URL is checked against the allow-list before the key goes out.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{StatusCode, Url, header::RETRY_AFTER, redirect};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::wire::{ErrorBody, PollReply, SubmitReply};
+use super::{AllowList, BflError};
+
+#[derive(Debug, Clone)]
+pub struct BflClient {
+    http: reqwest::Client,
+    base: Url,
+    allow: AllowList,
+}
+
+impl BflClient {
+    pub fn new(
+        base: Url,
+        allow: AllowList,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<BflClient, reqwest::Error> {
+        let redirect_allow = allow.clone();
+        // A redirect must not carry the key (or a download) off the allow-list.
+        let policy = redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 || !redirect_allow.permits(attempt.url()) {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .redirect(policy)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("fluxgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(BflClient { http, base, allow })
+    }
+
+    /// The URL a model path is submitted to.
+    pub fn submit_url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{}", self.base.path().trim_end_matches('/'), path));
+        url
+    }
+
+    /// POSTs a job. `Err(BflError::Rejected)` carries BFL's status and detail.
+    pub async fn submit(
+        &self,
+        key: &SecretString,
+        path: &str,
+        body: reqwest::Body,
+    ) -> Result<SubmitReply, BflError> {
+        let url = self.submit_url(path);
+        self.check(&url)?;
+        let response = self
+            .http
+            .post(url)
+            .header("x-key", key.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(BflError::from_transport)?;
+        if !response.status().is_success() {
+            return Err(rejection(response).await);
+        }
+        let bytes = response.bytes().await.map_err(BflError::from_transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| BflError::Garbage(format!("submit reply: {e}")))
+    }
+
+    /// GETs a `polling_url` exactly as BFL returned it. A 404 whose body is a poll reply (`Task
+    /// not found`) is a reply, not an error.
+    pub async fn poll(&self, key: &SecretString, polling_url: &Url) -> Result<PollReply, BflError> {
+        self.check(polling_url)?;
+        let response = self
+            .http
+            .get(polling_url.clone())
+            .header("x-key", key.expose_secret())
+            .send()
+            .await
+            .map_err(BflError::from_transport)?;
+        let status = response.status();
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            let bytes = response.bytes().await.map_err(BflError::from_transport)?;
+            return match serde_json::from_slice::<PollReply>(&bytes) {
+                Ok(reply) if status.is_success() || reply.status == "Task not found" => Ok(reply),
+                Ok(_) => Err(BflError::Rejected {
+                    status: status.as_u16(),
+                    message: "not found".into(),
+                    field: None,
+                    retry_after: None,
+                }),
+                Err(e) => Err(BflError::Garbage(format!("poll reply: {e}"))),
+            };
+        }
+        Err(rejection(response).await)
+    }
+
+    /// Downloads a result image (no key is sent), refusing more than `max_bytes`.
+    pub async fn download(&self, url: &Url, max_bytes: usize) -> Result<Bytes, BflError> {
+        self.check(url)?;
+        let response = self.http.get(url.clone()).send().await.map_err(BflError::from_transport)?;
+        if !response.status().is_success() {
+            return Err(rejection(response).await);
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(BflError::from_transport)?;
+            if body.len() + chunk.len() > max_bytes {
+                return Err(BflError::Garbage(format!("result image larger than {max_bytes} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+
+    fn check(&self, url: &Url) -> Result<(), BflError> {
+        if self.allow.permits(url) {
+            Ok(())
+        } else {
+            Err(BflError::NotAllowed(url.host_str().unwrap_or("?").to_owned()))
+        }
+    }
+}
+
+/// Turns a non-success reply into `Rejected`, reading BFL's (FastAPI) detail when there is one.
+async fn rejection(response: reqwest::Response) -> BflError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+    // The body of an error is small; a huge or broken one just loses its detail.
+    let bytes = response.bytes().await.unwrap_or_default();
+    let (message, field) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => body.describe(),
+        Err(_) => (format!("HTTP {status}"), None),
+    };
+    BflError::Rejected { status, message, field, retry_after }
+}

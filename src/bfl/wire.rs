@@ -1,0 +1,149 @@
+//! BFL's reply shapes, read leniently: fields we do not use are ignored, unknown statuses kept.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Answer to a submit: where to poll.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubmitReply {
+    pub id: String,
+    pub polling_url: String,
+    #[serde(default)]
+    pub cost: Option<f64>,
+}
+
+/// Answer to a poll.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PollReply {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub result: Option<Value>,
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(default)]
+    pub details: Option<Value>,
+}
+
+/// What a poll says about the task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Pending, Reasoning, Generating: keep polling.
+    Running,
+    Ready {
+        sample: String,
+        prompt: Option<String>,
+    },
+    RequestModerated,
+    ContentModerated,
+    TaskNotFound,
+    Error(String),
+    /// A status BFL may add later; terminal, since we cannot know it will ever change.
+    Unknown(String),
+}
+
+impl PollReply {
+    pub fn status(&self) -> Status {
+        match self.status.as_str() {
+            "Pending" | "Reasoning" | "Generating" | "Queued" => Status::Running,
+            "Ready" => {
+                let result = self.result.as_ref();
+                match result.and_then(|r| r.get("sample")).and_then(Value::as_str) {
+                    Some(sample) => Status::Ready {
+                        sample: sample.to_owned(),
+                        prompt: result
+                            .and_then(|r| r.get("prompt"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    },
+                    None => Status::Error("Ready without result.sample".to_owned()),
+                }
+            }
+            "Request Moderated" => Status::RequestModerated,
+            "Content Moderated" => Status::ContentModerated,
+            "Task not found" => Status::TaskNotFound,
+            "Error" => Status::Error(
+                self.details.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "no details".to_owned()),
+            ),
+            other => Status::Unknown(other.to_owned()),
+        }
+    }
+}
+
+/// FastAPI validation error: `detail` is a string or a list of `{loc, msg, type}`.
+#[derive(Debug, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub detail: Option<Value>,
+}
+
+impl ErrorBody {
+    /// A readable message and, for list-shaped details, the last named field of the first `loc`.
+    pub fn describe(&self) -> (String, Option<String>) {
+        match &self.detail {
+            Some(Value::String(s)) => (s.clone(), None),
+            Some(Value::Array(items)) => {
+                let first = items.first();
+                let field = first
+                    .and_then(|i| i.get("loc"))
+                    .and_then(Value::as_array)
+                    .and_then(|loc| loc.iter().rev().find_map(Value::as_str))
+                    .filter(|f| *f != "body")
+                    .map(str::to_owned);
+                let msgs: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| {
+                        let msg = i.get("msg").and_then(Value::as_str)?;
+                        let loc = i.get("loc").and_then(Value::as_array).map(|loc| {
+                            loc.iter()
+                                .filter_map(Value::as_str)
+                                .filter(|s| *s != "body")
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        });
+                        Some(match loc {
+                            Some(l) if !l.is_empty() => format!("{l}: {msg}"),
+                            _ => msg.to_owned(),
+                        })
+                    })
+                    .collect();
+                (if msgs.is_empty() { "invalid request".to_owned() } else { msgs.join("; ") }, field)
+            }
+            Some(other) => (other.to_string(), None),
+            None => ("no detail".to_owned(), None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_list_detail_names_the_field_and_joins_messages() {
+        let body: ErrorBody = serde_json::from_value(json!({"detail": [
+            {"loc": ["body", "width"], "msg": "must be a multiple of 16", "type": "value_error"},
+            {"loc": ["body", "height"], "msg": "too small", "type": "value_error"}
+        ]}))
+        .expect("valid");
+        let (msg, field) = body.describe();
+        assert_eq!(field.as_deref(), Some("width"));
+        assert_eq!(msg, "width: must be a multiple of 16; height: too small");
+    }
+
+    #[test]
+    fn a_string_detail_is_the_message() {
+        let body: ErrorBody = serde_json::from_value(json!({"detail": "bad ratio"})).expect("valid");
+        assert_eq!(body.describe(), ("bad ratio".to_owned(), None));
+    }
+
+    #[test]
+    fn unknown_statuses_are_kept_and_ready_needs_a_sample() {
+        let reply: PollReply = serde_json::from_value(json!({"status": "Exploded"})).expect("valid");
+        assert_eq!(reply.status(), Status::Unknown("Exploded".into()));
+        let reply: PollReply =
+            serde_json::from_value(json!({"status": "Ready", "result": {}})).expect("valid");
+        assert!(matches!(reply.status(), Status::Error(_)));
+    }
+}

@@ -1,0 +1,196 @@
+//! `ApiError`: every way a request can fail, mapped explicitly to the OpenAI error body, an HTTP
+//! status and the retry headers the OpenAI SDKs obey (PRODUCT.md section 4).
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The client's request breaks a rule; nothing was sent upstream (or BFL refused it with 400/422).
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String>, code: &'static str },
+    #[error("missing or invalid client token")]
+    Unauthorized,
+    /// BFL moderated the prompt or the result. Not billed.
+    #[error("{message}")]
+    Moderated { message: String },
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
+    #[error("{message}")]
+    Capacity { message: String, retry_after: Duration, retry_useful: bool },
+    /// BFL failed, or answered something we cannot use, after the retries allowed.
+    #[error("{0}")]
+    Upstream(String),
+    /// The model's deadline passed. `accepted`: BFL had taken the job (a retry would pay twice).
+    #[error("the image was not ready within the model's deadline of {} s", deadline.as_secs())]
+    DeadlineExceeded { deadline: Duration, accepted: bool },
+    /// The gateway is shutting down and takes no new work.
+    #[error("the gateway is shutting down; retry on another instance")]
+    ShuttingDown,
+    /// A fault of ours. The cause is logged by whoever built this; the client sees no detail.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidRequest { message: message.into(), param: Some(param.into()), code: "invalid_value" }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
+            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::Unauthorized
+            | ApiError::Moderated { .. }
+            | ApiError::ModelNotFound(_)
+            | ApiError::RouteNotFound(_)
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::PayloadTooLarge(_) => "invalid_request_error",
+            ApiError::Capacity { .. } => "rate_limit_error",
+            ApiError::Upstream(_) | ApiError::DeadlineExceeded { .. } | ApiError::ShuttingDown => {
+                "upstream_error"
+            }
+            ApiError::Internal => "server_error",
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidRequest { code, .. } => Some(code),
+            ApiError::Unauthorized => Some("invalid_api_key"),
+            ApiError::Moderated { .. } => Some("moderation_blocked"),
+            ApiError::ModelNotFound(_) => Some("model_not_found"),
+            ApiError::RouteNotFound(_) => Some("unknown_url"),
+            ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
+            ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
+            ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
+            ApiError::Upstream(_) => Some("upstream_error"),
+            ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
+            ApiError::ShuttingDown => Some("shutting_down"),
+            ApiError::Internal => None,
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// `Some(false)` where an SDK retry would fail again or pay twice; `None` leaves the SDK's default.
+    fn should_retry(&self) -> Option<bool> {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::Moderated { .. }
+            | ApiError::ModelNotFound(_)
+            | ApiError::RouteNotFound(_)
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::PayloadTooLarge(_) => Some(false),
+            ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
+            ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
+            ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::ShuttingDown | ApiError::Internal => {
+                None
+            }
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Capacity { retry_after, .. } => Some(*retry_after),
+            ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Details<'a>,
+}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: Option<&'static str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Details {
+                message: self.to_string(),
+                kind: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        };
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(retry) = self.should_retry() {
+            headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
+        }
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert("retry-after-ms", HeaderValue::from(after.as_millis().max(1) as u64));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_after_bfl_accepted_the_job_tells_sdks_not_to_retry() {
+        let response =
+            ApiError::DeadlineExceeded { deadline: Duration::from_secs(60), accepted: true }.into_response();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(response.headers()["x-should-retry"], "false");
+    }
+
+    #[test]
+    fn capacity_errors_carry_retry_after_in_whole_seconds() {
+        let response = ApiError::Capacity {
+            message: "busy".into(),
+            retry_after: Duration::from_millis(1500),
+            retry_useful: true,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()["retry-after-ms"], "1500");
+    }
+}

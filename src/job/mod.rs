@@ -1,0 +1,164 @@
+//! `ImageJob`: a request that has passed every rule of PRODUCT.md section 2 and is ready to send.
+//! Handlers and the dispatcher only ever see this type.
+
+mod prompt;
+mod size;
+
+pub use prompt::{MAX_TOKENS, Prompt, count_tokens};
+pub use size::OutputSize;
+
+use crate::catalog::{Catalog, Model, Upsampling};
+use crate::error::ApiError;
+use crate::openai::Fields;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpeg",
+            OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Url,
+    B64Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageJob {
+    pub model: Model,
+    pub prompt: Prompt,
+    pub size: OutputSize,
+    pub seed: Option<i64>,
+    pub steps: Option<u32>,
+    pub guidance: Option<f64>,
+    pub raw: Option<bool>,
+    /// The client's wish; how (and whether) it is sent depends on the model's `Upsampling`.
+    pub prompt_upsampling: Option<bool>,
+    /// Already clamped to the model's upstream maximum.
+    pub safety_tolerance: u8,
+    pub output_format: OutputFormat,
+    pub response_format: ResponseFormat,
+}
+
+const DEFAULT_SAFETY: i64 = 2;
+
+impl ImageJob {
+    /// Checks every rule that applies to `fields`. The model comes first, so that an unknown model
+    /// is a 404 whatever else is wrong.
+    pub fn parse(fields: &Fields, catalog: &Catalog, default_model: &str) -> Result<ImageJob, ApiError> {
+        let model_id = fields.string("model")?.map(str::trim).unwrap_or(default_model);
+        let model =
+            catalog.get(model_id).ok_or_else(|| ApiError::ModelNotFound(model_id.to_owned()))?.clone();
+        let prompt = Prompt::parse(fields.string("prompt")?)?;
+
+        match fields.integer("n")? {
+            None | Some(1) => {}
+            Some(n) if n < 1 => return Err(ApiError::invalid("n", "`n` must be at least 1")),
+            Some(n) => {
+                return Err(ApiError::invalid(
+                    "n",
+                    format!(
+                        "`n` = {n} is not supported: FLUX returns one image per request; send {n} requests"
+                    ),
+                ));
+            }
+        }
+        if fields.boolean("stream")? == Some(true) {
+            return Err(ApiError::invalid("stream", "streaming is not supported; omit `stream`"));
+        }
+        if fields.string("background")?.map(str::trim) == Some("transparent") {
+            return Err(ApiError::invalid("background", "FLUX cannot render transparent backgrounds"));
+        }
+        let response_format = match fields.string("response_format")?.map(str::trim) {
+            None | Some("url") => ResponseFormat::Url,
+            Some("b64_json") => ResponseFormat::B64Json,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "response_format",
+                    format!("`response_format` must be \"url\" or \"b64_json\", got \"{other}\""),
+                ));
+            }
+        };
+        let output_format =
+            match fields.string("output_format")?.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+                None | Some("jpeg") | Some("jpg") => OutputFormat::Jpeg,
+                Some("png") => OutputFormat::Png,
+                Some("webp") => OutputFormat::Webp,
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "output_format",
+                        format!("`output_format` must be jpeg, png or webp, got \"{other}\""),
+                    ));
+                }
+            };
+        let safety = fields.integer("safety_tolerance")?.unwrap_or(DEFAULT_SAFETY);
+        if !(0..=6).contains(&safety) {
+            return Err(ApiError::invalid("safety_tolerance", "`safety_tolerance` must be between 0 and 6"));
+        }
+        // 0..=6 fits in u8; models whose upstream maximum is 5 get 5 for a 6.
+        let safety_tolerance = (safety as u8).min(model.safety_max);
+
+        let steps = match (fields.integer("steps")?, model.steps) {
+            (None, _) => None,
+            (Some(_), None) => return Err(lacks(&model, "steps")),
+            (Some(s), Some(k)) if s < i64::from(k.min) || s > i64::from(k.max) => {
+                return Err(ApiError::invalid(
+                    "steps",
+                    format!("`steps` must be between {} and {}", k.min, k.max),
+                ));
+            }
+            (Some(s), Some(_)) => u32::try_from(s).ok(),
+        };
+        let guidance = match (fields.number("guidance")?, model.guidance) {
+            (None, _) => None,
+            (Some(_), None) => return Err(lacks(&model, "guidance")),
+            (Some(g), Some(k)) if g < k.min || g > k.max => {
+                return Err(ApiError::invalid(
+                    "guidance",
+                    format!("`guidance` must be between {} and {}", k.min, k.max),
+                ));
+            }
+            (Some(g), Some(_)) => Some(g),
+        };
+        let raw = match fields.boolean("raw")? {
+            Some(_) if !model.raw => return Err(lacks(&model, "raw")),
+            raw => raw,
+        };
+        let prompt_upsampling = match model.upsampling {
+            // klein has no upsampling; the catalog says the knob is silently ignored.
+            Upsampling::Ignored => None,
+            Upsampling::DisablePup | Upsampling::PromptUpsampling => fields.boolean("prompt_upsampling")?,
+        };
+        let seed = fields.integer("seed")?;
+        let size = OutputSize::parse(&model, fields)?;
+
+        Ok(ImageJob {
+            model,
+            prompt,
+            size,
+            seed,
+            steps,
+            guidance,
+            raw,
+            prompt_upsampling,
+            safety_tolerance,
+            output_format,
+            response_format,
+        })
+    }
+}
+
+fn lacks(model: &Model, param: &str) -> ApiError {
+    ApiError::invalid(param, format!("{} does not support `{param}`", model.id))
+}

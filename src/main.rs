@@ -1,0 +1,137 @@
+//! The `fluxgate` binary: `serve`, `demo` (gateway + built-in BFL simulator) and `simulate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fluxgate::config::{Settings, Sources};
+use fluxgate::server::{serve, shutdown_signal};
+use fluxgate::simulator::{SimConfig, Simulator};
+use fluxgate::state::AppState;
+use secrecy::ExposeSecret;
+
+#[derive(Parser)]
+#[command(name = "fluxgate", version, about = "OpenAI-compatible gateway for Black Forest Labs' FLUX models")]
+struct Cli {
+    /// A TOML file layered over config/default.toml (environment variables still win).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway against BFL (needs FLUXGATE__UPSTREAM__KEYS or BFL_API_KEY).
+    Serve,
+    /// Run the gateway with the built-in BFL simulator: no key needed.
+    Demo {
+        /// Simulated job durations are multiplied by this (1.0 ≈ real BFL timings).
+        #[arg(long, default_value_t = 0.5)]
+        time_scale: f64,
+    },
+    /// Run only the BFL simulator (for tests and benchmarks run by hand).
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Accepted BFL keys, comma-separated (empty: any key).
+        #[arg(long, value_delimiter = ',')]
+        keys: Vec<String>,
+    },
+}
+
+/// Demo mode listens on loopback unless told otherwise: it has no client authentication.
+const DEMO_OVERLAY: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    fluxgate::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("fluxgate: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve => {
+            let settings = Settings::load(Sources { file: cli.config.as_deref(), ..Sources::default() })
+                .map_err(|e| e.to_string())?;
+            if settings.upstream.keys.is_empty() {
+                return Err(
+                    "no BFL key: set FLUXGATE__UPSTREAM__KEYS or BFL_API_KEY (or try `fluxgate demo`)".into(),
+                );
+            }
+            gateway(settings, None).await
+        }
+        Command::Demo { time_scale } => {
+            check_scale(time_scale)?;
+            let sim = Simulator::new(SimConfig { time_scale, ..SimConfig::default() });
+            let sim_addr =
+                sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
+            let sources = Sources {
+                overlay: Some(DEMO_OVERLAY),
+                file: cli.config.as_deref(),
+                overrides: vec![
+                    ("upstream.base_url", format!("http://{sim_addr}").into()),
+                    ("upstream.keys", vec!["demo-key".to_owned()].into()),
+                    ("upstream.allowed_hosts", vec!["127.0.0.1".to_owned(), "localhost".to_owned()].into()),
+                    ("upstream.allow_http", true.into()),
+                    ("upstream.first_poll_scale", time_scale.into()),
+                ],
+            };
+            let settings = Settings::load(sources).map_err(|e| e.to_string())?;
+            gateway(settings, Some(sim_addr)).await
+        }
+        Command::Simulate { listen, time_scale, keys } => {
+            check_scale(time_scale)?;
+            let sim = Simulator::new(SimConfig { time_scale, keys, ..SimConfig::default() });
+            let addr = sim.spawn(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            println!("BFL simulator listening on http://{addr}");
+            shutdown_signal().await;
+            Ok(())
+        }
+    }
+}
+
+fn check_scale(scale: f64) -> Result<(), String> {
+    if scale.is_finite() && scale > 0.0 && scale <= 10.0 {
+        Ok(())
+    } else {
+        Err(format!("--time-scale must be above 0 and at most 10, got {scale}"))
+    }
+}
+
+async fn gateway(settings: Settings, simulator: Option<SocketAddr>) -> Result<(), String> {
+    let listen = settings.server.listen;
+    let open = settings.server.api_keys.is_empty();
+    let upstream = settings.upstream.base_url.clone();
+    let key_count = settings.upstream.keys.iter().filter(|k| !k.expose_secret().is_empty()).count();
+    let state = AppState::new(settings).map_err(|e| e.to_string())?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%local, %upstream, keys = key_count, "fluxgate listening");
+    if open {
+        tracing::warn!("no server.api_keys configured: any client is accepted");
+    }
+    if let Some(sim) = simulator {
+        let base = format!("http://{}", display_addr(local));
+        println!("fluxgate demo ready: {base} (BFL simulator on http://{sim})");
+        println!("try: curl {base}/v1/images/generations -H 'content-type: application/json' \\");
+        println!("       -d '{{\"model\": \"flux-2-pro\", \"prompt\": \"a lighthouse at dusk\"}}'");
+    }
+    serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+/// 0.0.0.0 is where we listen, not an address to browse to.
+fn display_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
+}

@@ -1,0 +1,70 @@
+//! Cross-cutting request handling: request ids, client-token checks, panic containment. The one
+//! place the layer stack is assembled is `server::app`.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header::AUTHORIZATION};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A caller's id is kept when it is short and plain; otherwise we make one.
+fn sane(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// Puts `x-request-id` on every response and runs the request inside a span that carries it.
+pub async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "done")
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured client tokens in constant time
+/// (hashing first, so neither content nor length leaks). No tokens configured: open.
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let keys = &state.settings.server.api_keys;
+    if keys.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Sha256::digest(t.trim().as_bytes()));
+    let Some(presented) = presented else { return ApiError::Unauthorized.into_response() };
+    let matched = keys.iter().fold(Choice::from(0), |found, key| {
+        found | Sha256::digest(key.expose_secret().as_bytes()).ct_eq(&presented)
+    });
+    if bool::from(matched) { next.run(req).await } else { ApiError::Unauthorized.into_response() }
+}
+
+/// A panic in a handler becomes an OpenAI-shaped 500 instead of a dropped connection.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Internal.into_response()
+}

@@ -1,0 +1,85 @@
+//! The OpenAI side of the wire: request extraction into `Fields`, and the response shapes the
+//! OpenAI SDKs expect.
+
+mod fields;
+
+pub use fields::Fields;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A JSON object body read into `Fields`. Any Content-Type is accepted as long as the body is
+/// JSON (curl users often forget the header); the size limit is the route's body limit.
+pub struct JsonFields(pub Fields);
+
+impl<S: Send + Sync> FromRequest<S> for JsonFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the request body is too large".into())
+            } else {
+                ApiError::InvalidRequest {
+                    message: "the request body could not be read".into(),
+                    param: None,
+                    code: "invalid_body",
+                }
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(JsonFields(Fields::from_json(map))),
+            Ok(_) => Err(not_json("the request body must be a JSON object")),
+            Err(e) => Err(not_json(&format!("the request body is not valid JSON: {e}"))),
+        }
+    }
+}
+
+fn not_json(message: &str) -> ApiError {
+    ApiError::InvalidRequest { message: message.to_owned(), param: None, code: "invalid_json" }
+}
+
+/// `{"created", "data": [...]}` of the Images API.
+#[derive(Debug, Serialize)]
+pub struct ImagesResponse {
+    pub created: u64,
+    pub data: Vec<ImageDatum>,
+    pub output_format: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageDatum {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revised_prompt: Option<String>,
+}
+
+/// `GET /v1/models` entry.
+#[derive(Debug, Serialize)]
+pub struct ModelObject {
+    pub id: &'static str,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}
+
+impl ModelObject {
+    pub fn new(id: &'static str) -> ModelObject {
+        // The OpenAI shape wants a creation time; the catalog has none, so all share one.
+        ModelObject { id, object: "model", created: 1_735_689_600, owned_by: "black-forest-labs" }
+    }
+}

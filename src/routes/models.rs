@@ -1,0 +1,20 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use crate::error::ApiError;
+use crate::openai::{ModelList, ModelObject};
+use crate::state::AppState;
+
+pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList { object: "list", data: state.catalog.iter().map(|m| ModelObject::new(m.id)).collect() })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    let model = state.catalog.get(&id).ok_or(ApiError::ModelNotFound(id))?;
+    Ok(Json(ModelObject::new(model.id)))
+}

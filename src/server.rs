@@ -1,0 +1,75 @@
+//! The router with its whole layer stack, and serving with graceful shutdown: on the signal the
+//! listener stops accepting, readiness turns 503, in-flight requests and background jobs finish.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::middleware::{authenticate, panic_response, request_id};
+use crate::routes;
+use crate::state::AppState;
+
+pub fn app(state: AppState) -> Router {
+    let api = routes::api(&state).route_layer(from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .merge(routes::probes())
+        .fallback(|req: Request| async move {
+            ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path()))
+        })
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(request_id))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains: waits for open requests, then for jobs whose
+/// client has gone (bounded by the configured grace period).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let draining = state.clone();
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            draining.start_draining();
+        })
+        .await?;
+    let tracker = state.dispatcher.tracker();
+    tracker.close();
+    if tokio::time::timeout(state.settings.server.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(jobs = tracker.len(), "shutdown grace period over with jobs still running");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,111 @@
+//! An in-process simulator of Black Forest Labs' FLUX API, faithful enough to judge the gateway:
+//! BFL's endpoint schemas and FastAPI-style 422s, `x-key` auth, per-key active-task caps (429),
+//! Pending → Ready with progress, moderation and error outcomes, fault injection, and expiring
+//! signed result URLs serving real JPEG/PNG/WebP bytes of the requested size.
+//!
+//! Endpoints: `POST /v1/{model}` (submit), `GET /v1/get_result?id=` (poll, the `polling_url`),
+//! `GET /results/{id}.{ext}?exp=&sig=` (signed result download, no `x-key`, no CORS).
+//!
+//! Prompt triggers (kept in the recorded prompt; unknown brackets are ordinary text):
+//! - `[moderate-request]` → terminal status `Request Moderated`; `[moderate-content]` →
+//!   `Content Moderated`; `[error]` → `Error` with a `details` object; `[status:XYZ]` → terminal
+//!   status literally `XYZ`. The first of these in the prompt wins.
+//! - `[slow:MS]` → the job takes exactly MS milliseconds (not scaled by `time_scale`).
+//! - `[hang]` → the job never finishes (`Pending` forever, and it keeps its slot).
+//! - `[submit:CODE]` → the submit answers HTTP CODE (400–599) with BFL's body for it, no task.
+//! - `[notfound:N]` → the first N polls of the task answer 404 `Task not found`.
+//! - `[poll-status:CODE]` → every poll of the task answers HTTP CODE (400–599).
+
+mod body;
+mod fields;
+mod images;
+mod inputs;
+mod models;
+mod poll;
+mod replies;
+mod results;
+mod routes;
+mod schema;
+mod signing;
+mod state;
+mod submit;
+mod tasks;
+mod triggers;
+
+#[cfg(test)]
+mod http_tests;
+
+use std::time::Duration;
+
+pub use state::Simulator;
+
+/// How the simulator behaves; `Default` mirrors BFL's real limits at demo speed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Keys accepted in `x-key`. Empty = any non-empty key is accepted.
+    pub keys: Vec<String>,
+    /// Active tasks allowed per key across all models (BFL: 24).
+    pub task_cap: usize,
+    /// Extra cap per key for flux-kontext-max (BFL: 6).
+    pub kontext_max_cap: usize,
+    /// Multiplies every simulated job duration (1.0 = realistic-ish demo speed; tests use e.g. 0.02).
+    pub time_scale: f64,
+    /// How long signed result URLs stay valid (BFL: 10 minutes).
+    pub result_ttl: Duration,
+    /// Base URL (scheme://host:port, no trailing slash) used to build `polling_url` and result URLs.
+    /// None = derive from the submit request's Host header (http).
+    pub public_base: Option<String>,
+    pub faults: Faults,
+    /// Seed for the fault RNG, so fault tests are reproducible.
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            keys: Vec::new(),
+            task_cap: 24,
+            kontext_max_cap: 6,
+            time_scale: 1.0,
+            result_ttl: Duration::from_secs(600),
+            public_base: None,
+            faults: Faults::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// Probabilities (0.0–1.0) of misbehaviour, drawn from the seeded RNG.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Answer a submit with 500 or 503 (no task created).
+    pub submit_error_rate: f64,
+    /// Answer a poll with 500 or 503.
+    pub poll_error_rate: f64,
+    /// Answer a poll with 200 and a non-JSON body.
+    pub poll_garbage_rate: f64,
+    /// A poll that never answers (sleeps ~forever; the client must time out).
+    pub poll_hang_rate: f64,
+}
+
+/// One accepted submit, as the simulator received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub key: String,
+    pub body: serde_json::Value,
+    /// (width, height) of each decoded input_image, input_image_2.. in order (base64 ones only; URL refs give None)
+    pub input_dims: Vec<Option<(u32, u32)>>,
+}
+
+/// A snapshot of one task, for assertions.
+#[derive(Clone, Debug)]
+pub struct TaskInfo {
+    pub model_path: String,
+    pub key: String,
+    pub submitted_at: std::time::Instant,
+    /// When it turns terminal (for `[hang]`, about a century after submit).
+    pub ready_at: std::time::Instant,
+    pub polls: u32,
+    pub status_when_done: String,
+}

@@ -1,0 +1,181 @@
+//! `POST /v1/{model}`: the checks in BFL's order (route, key, body, schema, credits, caps) and
+//! the creation of a task when all pass.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::models::{self, KONTEXT_MAX, Model};
+use super::replies;
+use super::routes::{base_url, x_key};
+use super::schema::{self, Job};
+use super::state::Simulator;
+use super::tasks::{Caps, Task};
+use super::triggers::Triggers;
+use super::{Received, body};
+
+pub(super) async fn submit(
+    State(sim): State<Arc<Simulator>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Response {
+    sim.submit_attempts.fetch_add(1, Ordering::Relaxed);
+    let Some(model) = path.ok().and_then(|Path(name)| models::find(&name)) else {
+        return replies::not_found();
+    };
+    let key = x_key(&headers);
+    if !sim.key_ok(key) {
+        return replies::forbidden();
+    }
+    if let Some(code) = sim.submit_fault() {
+        return replies::status_reply(code);
+    }
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return replies::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        }
+        Err(e) => return replies::detail(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let value = match body::parse(&headers, &bytes) {
+        Ok(v) => v,
+        Err(item) => return body::reject(item),
+    };
+    drop(bytes);
+    let Some(fields) = value.as_object() else { return body::reject(body::not_an_object(value)) };
+    let triggers = Triggers::parse(fields.get("prompt").and_then(Value::as_str).unwrap_or(""));
+    if let Some(code) = triggers.submit {
+        return replies::status_reply(code);
+    }
+    let job = match schema::validate(model, fields) {
+        Ok(job) => job,
+        Err(r) => return replies::unprocessable(&r),
+    };
+    let base = match &sim.cfg.public_base {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None => base_url(&headers, &uri),
+    };
+    let request = Accepted { model, key: key.unwrap_or_default(), job, triggers, body: value, base };
+    match sim.accept(request) {
+        Ok(reply) => (StatusCode::OK, axum::Json(reply)).into_response(),
+        Err(Refusal::Credits) => replies::detail(StatusCode::PAYMENT_REQUIRED, replies::NO_CREDITS),
+        Err(Refusal::Capacity) => replies::detail(StatusCode::TOO_MANY_REQUESTS, replies::TOO_MANY_TASKS),
+    }
+}
+
+/// A submit that passed validation and awaits the account checks.
+struct Accepted<'a> {
+    model: &'static Model,
+    key: &'a str,
+    job: Job,
+    triggers: Triggers,
+    body: Value,
+    base: String,
+}
+
+enum Refusal {
+    Credits,
+    Capacity,
+}
+
+impl Simulator {
+    /// `Some(500 | 503)` when the submit fault fires.
+    fn submit_fault(&self) -> Option<u16> {
+        let mut st = self.lock();
+        let rate = st.faults.submit_error_rate;
+        let hit = st.fault_rng.f64() < rate;
+        hit.then(|| if st.fault_rng.bool() { 500 } else { 503 })
+    }
+
+    fn accept(&self, a: Accepted) -> Result<Value, Refusal> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if st.broke.contains(a.key) {
+            return Err(Refusal::Credits);
+        }
+        let kontext_max = a.model.path == KONTEXT_MAX;
+        let caps = Caps { all: self.cfg.task_cap, kontext_max: self.cfg.kontext_max_cap };
+        if !st.table.has_room(a.key, kontext_max, caps, now) {
+            self.rejected_429.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Capacity);
+        }
+        st.seq += 1;
+        // Per-task randomness independent of the fault RNG, so faults stay reproducible.
+        let mut rng = fastrand::Rng::with_seed(self.cfg.seed ^ st.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let run = run_time(a.model, &a.triggers, self.cfg.time_scale, &mut rng);
+        let seed = a.job.seed.unwrap_or_else(|| rng.i64(0..=i64::from(u32::MAX)));
+        let prompt = if a.job.upsample {
+            format!("{}, highly detailed, cinematic lighting", a.job.prompt)
+        } else {
+            a.job.prompt.clone()
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let (w, h) = a.job.size;
+        let output_mp = mp(u64::from(w) * u64::from(h));
+        let input_mp = mp(a.job.input_dims.iter().flatten().map(|&(w, h)| u64::from(w) * u64::from(h)).sum());
+        let cost = ((a.model.credits * output_mp.max(1.0) + a.model.credits / 2.0 * input_mp) * 100.0)
+            .round()
+            / 100.0;
+        let task = Task {
+            model: a.model,
+            key: a.key.to_owned(),
+            submitted: now,
+            ready_at: run.and_then(|d| now.checked_add(d)),
+            status: a.triggers.status.clone().unwrap_or_else(|| "Ready".to_owned()),
+            prompt,
+            seed,
+            size: a.job.size,
+            format: a.job.format,
+            base: a.base.clone(),
+            polls: 0,
+            notfound_left: a.triggers.notfound,
+            poll_status: a.triggers.poll_status,
+            image: Arc::default(),
+        };
+        st.table.insert(id.clone(), task, kontext_max, now);
+        st.received.push(Received {
+            path: format!("/v1/{}", a.model.path),
+            key: a.key.to_owned(),
+            body: a.body,
+            input_dims: a.job.input_dims,
+        });
+        Ok(json!({
+            "id": id,
+            "polling_url": format!("{}/v1/get_result?id={id}", a.base),
+            "cost": cost,
+            "input_mp": input_mp,
+            "output_mp": output_mp,
+        }))
+    }
+}
+
+/// Megapixels to two decimals, as BFL reports them.
+fn mp(pixels: u64) -> f64 {
+    (pixels as f64 / 10_000.0).round() / 100.0
+}
+
+/// How long the job runs; `None` means forever.
+fn run_time(model: &Model, t: &Triggers, scale: f64, rng: &mut fastrand::Rng) -> Option<Duration> {
+    if t.hang {
+        return None;
+    }
+    if let Some(d) = t.slow {
+        return Some(d);
+    }
+    let secs = model.secs * (0.9 + 0.2 * rng.f64()) * scale;
+    if secs.is_nan() || secs <= 0.0 {
+        return Some(Duration::ZERO);
+    }
+    // Too long to represent is as good as forever.
+    Duration::try_from_secs_f64(secs).ok()
+}

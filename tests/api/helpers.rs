@@ -1,0 +1,125 @@
+//! `spawn_app()`: a gateway and a simulator on loopback ports, plus one method per endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fluxgate::config::{Settings, Sources};
+use fluxgate::server;
+use fluxgate::simulator::{SimConfig, Simulator};
+use fluxgate::state::AppState;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const SIM_KEY: &str = "test-key";
+
+pub struct TestApp {
+    pub base: String,
+    pub sim: Arc<Simulator>,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The answer to one request, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn error_param(&self) -> Option<&str> {
+        self.body["error"]["param"].as_str()
+    }
+    pub fn error_type(&self) -> Option<&str> {
+        self.body["error"]["type"].as_str()
+    }
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Settings every test starts from: fast polling against the sped-up simulator.
+pub fn test_overrides(sim: SocketAddr) -> Vec<(&'static str, config::Value)> {
+    vec![
+        ("server.listen", "127.0.0.1:0".into()),
+        ("upstream.base_url", format!("http://{sim}").into()),
+        ("upstream.keys", vec![SIM_KEY.to_owned()].into()),
+        ("upstream.allowed_hosts", vec!["127.0.0.1".to_owned(), "localhost".to_owned()].into()),
+        ("upstream.allow_http", true.into()),
+        ("upstream.first_poll_scale", 0.02.into()),
+        ("upstream.poll_interval_ms", 20.into()),
+        ("upstream.retry_base_ms", 5.into()),
+        ("upstream.not_found_grace_ms", 2000.into()),
+    ]
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(SimConfig { time_scale: 0.02, ..SimConfig::default() }, Vec::new()).await
+}
+
+/// A gateway with extra setting overrides, against a simulator configured by `sim_config`.
+pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config::Value)>) -> TestApp {
+    let sim = Simulator::new(sim_config);
+    let sim_addr = sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator binds");
+    let mut overrides = test_overrides(sim_addr);
+    overrides.extend(extra);
+    let settings =
+        Settings::load(Sources { overrides, ..Sources::default() }).expect("test settings are valid");
+    let state = AppState::new(settings.clone()).expect("state builds");
+    let listener = tokio::net::TcpListener::bind(settings.server.listen).await.expect("gateway binds");
+    let addr = listener.local_addr().expect("bound address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let _ = server::serve(listener, serving, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    TestApp { base: format!("http://{addr}"), sim, http: reqwest::Client::new(), state, _stop: stop }
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        let response =
+            self.http.post(format!("{}{path}", self.base)).json(body).send().await.expect("gateway answers");
+        read(response).await
+    }
+
+    pub async fn generate(&self, body: Value) -> Reply {
+        self.post_json("/v1/images/generations", &body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("gateway answers");
+        read(response).await
+    }
+
+    /// Downloads a URL the gateway handed out and returns (content-type, width, height).
+    pub async fn fetch_image(&self, url: &str) -> (String, u32, u32) {
+        let response = self.http.get(url).send().await.expect("image URL answers");
+        assert_eq!(response.status(), 200, "image download from {url}");
+        let kind = response.headers()["content-type"].to_str().expect("ascii").to_owned();
+        let bytes = response.bytes().await.expect("image body");
+        let size = imagesize::blob_size(&bytes).expect("a real image");
+        (kind, size.width as u32, size.height as u32)
+    }
+
+    /// The body the simulator received for the last accepted submit.
+    pub fn last_submit(&self) -> fluxgate::simulator::Received {
+        self.sim.received().pop().expect("the simulator received a submit")
+    }
+}
+
+async fn read(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    let body =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    Reply { status, headers, body }
+}
