@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use image::{ImageFormat, Rgb, RgbImage};
+use image::{ImageFormat, RgbImage};
 
 use super::models::{Format, Sizing};
 
@@ -79,11 +79,26 @@ pub(super) fn render(
     let palette: Vec<[f32; 3]> =
         (0..4).map(|_| [rng.f32() * 255.0, rng.f32() * 255.0, rng.f32() * 255.0]).collect();
     let (w, h) = (width.max(1), height.max(1));
-    let img = RgbImage::from_fn(w, h, |x, y| {
-        let band = palette[(y as usize * palette.len() / h as usize).min(palette.len() - 1)];
-        let shade = 0.55 + 0.45 * (x as f32 / w as f32);
-        Rgb(band.map(|c| (c * shade) as u8))
-    });
+    // One shaded row per band, copied down the image: cheap even in unoptimised test builds.
+    let rows: Vec<Vec<u8>> = palette
+        .iter()
+        .map(|band| {
+            (0..w)
+                .flat_map(|x| {
+                    let shade = 0.55 + 0.45 * (x as f32 / w as f32);
+                    band.map(|c| (c * shade) as u8)
+                })
+                .collect()
+        })
+        .collect();
+    let mut pixels = Vec::with_capacity(w as usize * h as usize * 3);
+    for y in 0..h as usize {
+        pixels.extend_from_slice(&rows[(y * rows.len() / h as usize).min(rows.len() - 1)]);
+    }
+    let Some(img) = RgbImage::from_raw(w, h, pixels) else {
+        let kind = image::error::ParameterErrorKind::DimensionMismatch;
+        return Err(image::ImageError::Parameter(image::error::ParameterError::from_kind(kind)));
+    };
     let mut out = Cursor::new(Vec::new());
     let fmt = match format {
         Format::Jpeg => ImageFormat::Jpeg,

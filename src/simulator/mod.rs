@@ -6,6 +6,11 @@
 //! Endpoints: `POST /v1/{model}` (submit), `GET /v1/get_result?id=` (poll, the `polling_url`),
 //! `GET /results/{id}.{ext}?exp=&sig=` (signed result download, no `x-key`, no CORS).
 //!
+//! Submit checks run in this order: unknown model 404, `x-key` 403, injected 500/503,
+//! body (256 MiB limit → 413; bad JSON → 422), `[submit:CODE]`, schema 422, credits 402, caps 429.
+//! URLs are built on `SimConfig::public_base`, else on `http://` + the submit's Host header. A task
+//! is visible only to the key that submitted it (others get 404 `Task not found`).
+//!
 //! Prompt triggers (kept in the recorded prompt; unknown brackets are ordinary text):
 //! - `[moderate-request]` → terminal status `Request Moderated`; `[moderate-content]` →
 //!   `Content Moderated`; `[error]` → `Error` with a `details` object; `[status:XYZ]` → terminal
