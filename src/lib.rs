@@ -19,3 +19,4 @@ pub mod server;
 pub mod simulator;
 pub mod state;
 pub mod telemetry;
+pub mod upload;

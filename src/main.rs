@@ -40,6 +40,12 @@ enum Command {
         /// Accepted BFL keys, comma-separated (empty: any key).
         #[arg(long, value_delimiter = ',')]
         keys: Vec<String>,
+        /// Active tasks allowed per key (BFL: 24).
+        #[arg(long, default_value_t = 24)]
+        task_cap: usize,
+        /// Active flux-kontext-max tasks allowed per key (BFL: 6).
+        #[arg(long, default_value_t = 6)]
+        kontext_max_cap: usize,
     },
 }
 
@@ -90,9 +96,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load(sources).map_err(|e| e.to_string())?;
             gateway(settings, Some(sim_addr)).await
         }
-        Command::Simulate { listen, time_scale, keys } => {
+        Command::Simulate { listen, time_scale, keys, task_cap, kontext_max_cap } => {
             check_scale(time_scale)?;
-            let sim = Simulator::new(SimConfig { time_scale, keys, ..SimConfig::default() });
+            let sim = Simulator::new(SimConfig { time_scale, keys, task_cap, kontext_max_cap, ..SimConfig::default() });
             let addr = sim.spawn(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             println!("BFL simulator listening on http://{addr}");
             shutdown_signal().await;

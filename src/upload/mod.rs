@@ -1,0 +1,1 @@
+//! Edit uploads: multipart and JSON-form reference images, checked and held in bounded memory.
