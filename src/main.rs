@@ -31,6 +31,8 @@ enum Command {
         #[arg(long, default_value_t = 0.5)]
         time_scale: f64,
     },
+    /// Exit 0 when the gateway on this machine answers /healthz (the container health check).
+    Health,
     /// Run only the BFL simulator (for tests and benchmarks run by hand).
     Simulate {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -96,9 +98,29 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load(sources).map_err(|e| e.to_string())?;
             gateway(settings, Some(sim_addr)).await
         }
+        Command::Health => {
+            let settings = Settings::load(Sources { file: cli.config.as_deref(), ..Sources::default() })
+                .map_err(|e| e.to_string())?;
+            let url = format!("http://127.0.0.1:{}/healthz", settings.server.listen.port());
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .map_err(|e| e.to_string())?;
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("{url} answered {}", r.status())),
+                Err(e) => Err(format!("{url}: {e}")),
+            }
+        }
         Command::Simulate { listen, time_scale, keys, task_cap, kontext_max_cap } => {
             check_scale(time_scale)?;
-            let sim = Simulator::new(SimConfig { time_scale, keys, task_cap, kontext_max_cap, ..SimConfig::default() });
+            let sim = Simulator::new(SimConfig {
+                time_scale,
+                keys,
+                task_cap,
+                kontext_max_cap,
+                ..SimConfig::default()
+            });
             let addr = sim.spawn(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             println!("BFL simulator listening on http://{addr}");
             shutdown_signal().await;
