@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::bfl::AllowList;
+use crate::dispatch::{KeyBudget, PoolLimits};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -59,6 +60,13 @@ struct RawUpstream {
     not_found_grace_ms: u64,
     max_result_bytes: usize,
     first_poll_scale: f64,
+    task_cap: usize,
+    kontext_max_cap: usize,
+    key_caps: Vec<String>,
+    queue_max: usize,
+    queue_wait_ms: u64,
+    credit_cooldown_secs: u64,
+    poll_timeout_ms: u64,
 }
 
 /// Catalog defaults a deployment may change for one model.
@@ -87,7 +95,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     pub base_url: Url,
-    pub keys: Vec<SecretString>,
+    /// Every key with its slot budget.
+    pub keys: Vec<KeyBudget>,
     pub allow: AllowList,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -97,6 +106,8 @@ pub struct UpstreamSettings {
     pub not_found_grace: Duration,
     pub max_result_bytes: usize,
     pub first_poll_scale: f64,
+    pub pool: PoolLimits,
+    pub poll_timeout: Duration,
 }
 
 /// Where settings come from, in increasing priority.
@@ -128,7 +139,8 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("server.api_keys")
                 .with_list_parse_key("upstream.keys")
-                .with_list_parse_key("upstream.allowed_hosts"),
+                .with_list_parse_key("upstream.allowed_hosts")
+                .with_list_parse_key("upstream.key_caps"),
         );
         for (key, value) in sources.overrides {
             builder = builder.set_override(key, value)?;
@@ -191,7 +203,7 @@ impl TryFrom<RawSettings> for Settings {
             },
             upstream: UpstreamSettings {
                 base_url,
-                keys,
+                keys: budgets(keys, &raw.upstream)?,
                 allow,
                 connect_timeout: Duration::from_millis(raw.upstream.connect_timeout_ms),
                 request_timeout: Duration::from_millis(raw.upstream.request_timeout_ms),
@@ -201,10 +213,47 @@ impl TryFrom<RawSettings> for Settings {
                 not_found_grace: Duration::from_millis(raw.upstream.not_found_grace_ms),
                 max_result_bytes: raw.upstream.max_result_bytes,
                 first_poll_scale: raw.upstream.first_poll_scale,
+                pool: PoolLimits {
+                    queue_max: raw.upstream.queue_max,
+                    queue_wait: Duration::from_millis(raw.upstream.queue_wait_ms),
+                    credit_cooldown: Duration::from_secs(raw.upstream.credit_cooldown_secs),
+                },
+                poll_timeout: Duration::from_millis(raw.upstream.poll_timeout_ms),
             },
             models: raw.models,
         })
     }
+}
+
+/// Pairs each key with its budget: `key_caps[i]` ("TASKS" or "TASKS/KONTEXT_MAX") or the defaults.
+fn budgets(keys: Vec<SecretString>, raw: &RawUpstream) -> Result<Vec<KeyBudget>, ConfigError> {
+    if raw.task_cap == 0 || raw.poll_timeout_ms == 0 {
+        return Err(invalid("upstream", "task_cap and poll_timeout_ms must be positive"));
+    }
+    if raw.key_caps.len() > keys.len() {
+        return Err(invalid("upstream.key_caps", "more entries than upstream.keys"));
+    }
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (tasks, kontext_max) = match raw.key_caps.get(i).map(|c| c.trim()) {
+                None => (raw.task_cap, raw.kontext_max_cap),
+                Some(cap) => {
+                    let bad =
+                        || invalid("upstream.key_caps", format!("`{cap}` is not TASKS or TASKS/KONTEXT_MAX"));
+                    let (t, k) = cap.split_once('/').unwrap_or((cap, ""));
+                    let t: usize = t.trim().parse().map_err(|_| bad())?;
+                    let k: usize = if k.is_empty() {
+                        raw.kontext_max_cap
+                    } else {
+                        k.trim().parse().map_err(|_| bad())?
+                    };
+                    (t, k)
+                }
+            };
+            Ok(KeyBudget { key, tasks, kontext_max: kontext_max.min(tasks) })
+        })
+        .collect()
 }
 
 /// Keys may arrive as a list or as one comma-separated string; blanks are dropped.

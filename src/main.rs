@@ -9,7 +9,6 @@ use fluxgate::config::{Settings, Sources};
 use fluxgate::server::{serve, shutdown_signal};
 use fluxgate::simulator::{SimConfig, Simulator};
 use fluxgate::state::AppState;
-use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(name = "fluxgate", version, about = "OpenAI-compatible gateway for Black Forest Labs' FLUX models")]
@@ -141,7 +140,7 @@ async fn gateway(settings: Settings, simulator: Option<SocketAddr>) -> Result<()
     let listen = settings.server.listen;
     let open = settings.server.api_keys.is_empty();
     let upstream = settings.upstream.base_url.clone();
-    let key_count = settings.upstream.keys.iter().filter(|k| !k.expose_secret().is_empty()).count();
+    let key_count = settings.upstream.keys.len();
     let state = AppState::new(settings).map_err(|e| e.to_string())?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;

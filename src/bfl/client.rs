@@ -78,11 +78,17 @@ impl BflClient {
 
     /// GETs a `polling_url` exactly as BFL returned it. A 404 whose body is a poll reply (`Task
     /// not found`) is a reply, not an error.
-    pub async fn poll(&self, key: &SecretString, polling_url: &Url) -> Result<PollReply, BflError> {
+    pub async fn poll(
+        &self,
+        key: &SecretString,
+        polling_url: &Url,
+        timeout: Duration,
+    ) -> Result<PollReply, BflError> {
         self.check(polling_url)?;
         let response = self
             .http
             .get(polling_url.clone())
+            .timeout(timeout)
             .header("x-key", key.expose_secret())
             .send()
             .await

@@ -1,35 +1,321 @@
-//! The pool of BFL keys a job can be submitted with.
+//! The key pool: which BFL key runs a job, exact slot accounting per key (24 general, a sub-cap
+//! for flux-kontext-max), key health, and the fair FIFO queue of jobs waiting for a slot.
+//!
+//! A `Lease` is one upstream task slot; it is given back when dropped, and the dispatcher drops it
+//! only once BFL's task is terminal. Freed slots go to the longest-waiting job that can use them.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use secrecy::SecretString;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::catalog::Model;
+use crate::catalog::SlotClass;
 use crate::error::ApiError;
 
-#[derive(Debug)]
-pub struct KeyPool {
-    keys: Vec<SecretString>,
-    next: AtomicUsize,
+/// One key and its budget.
+#[derive(Debug, Clone)]
+pub struct KeyBudget {
+    pub key: SecretString,
+    pub tasks: usize,
+    pub kontext_max: usize,
 }
 
-/// The right to run one upstream task on one key; held until the task is terminal.
-#[derive(Debug)]
+/// Queue bounds and health back-offs.
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    pub queue_max: usize,
+    pub queue_wait: Duration,
+    /// How long a key answered with 402 (out of credits) is left alone.
+    pub credit_cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Health {
+    Usable,
+    /// 401/403: gone for good.
+    Revoked,
+    /// 402 or 429: not used before this instant.
+    Resting(Instant),
+}
+
+/// Why a key is being set aside.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyTrouble {
+    Revoked,
+    OutOfCredits,
+    Busy(Duration),
+}
+
+struct Waiter {
+    id: u64,
+    class: SlotClass,
+    tx: oneshot::Sender<Lease>,
+}
+
+struct State {
+    active: Vec<usize>,
+    kontext_active: Vec<usize>,
+    health: Vec<Health>,
+    /// Why each resting key rests, so an all-out-of-credits pool answers accordingly.
+    out_of_credits: Vec<bool>,
+    waiters: VecDeque<Waiter>,
+    next_waiter: u64,
+}
+
+pub struct KeyPool {
+    budgets: Vec<KeyBudget>,
+    limits: PoolLimits,
+    state: Mutex<State>,
+}
+
+/// The right to one upstream task on one key, returned to the pool on drop.
 pub struct Lease {
-    pub key: SecretString,
+    pool: Arc<KeyPool>,
+    index: usize,
+    class: SlotClass,
+}
+
+impl Lease {
+    pub fn key(&self) -> &SecretString {
+        &self.pool.budgets[self.index].key
+    }
+
+    /// Sets this lease's key aside (and returns the slot, by being consumed).
+    pub fn report(self, trouble: KeyTrouble) {
+        self.pool.report(self.index, trouble);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        KeyPool::release(&self.pool, self.index, self.class);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease(key #{}, {:?})", self.index + 1, self.class)
+    }
+}
+
+/// Removes a waiter from the queue if its job stops waiting (timeout, client gone).
+struct QueueSpot<'a> {
+    pool: &'a KeyPool,
+    id: u64,
+}
+
+impl Drop for QueueSpot<'_> {
+    fn drop(&mut self) {
+        self.pool.lock().waiters.retain(|w| w.id != self.id);
+    }
 }
 
 impl KeyPool {
-    pub fn new(keys: Vec<SecretString>) -> Arc<KeyPool> {
-        Arc::new(KeyPool { keys, next: AtomicUsize::new(0) })
+    pub fn new(budgets: Vec<KeyBudget>, limits: PoolLimits) -> Arc<KeyPool> {
+        let n = budgets.len();
+        Arc::new(KeyPool {
+            budgets,
+            limits,
+            state: Mutex::new(State {
+                active: vec![0; n],
+                kontext_active: vec![0; n],
+                health: vec![Health::Usable; n],
+                out_of_credits: vec![false; n],
+                waiters: VecDeque::new(),
+                next_waiter: 0,
+            }),
+        })
     }
 
-    pub async fn acquire(&self, _model: &Model) -> Result<Lease, ApiError> {
-        if self.keys.is_empty() {
-            return Err(ApiError::Upstream("no BFL key is configured".into()));
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent across every mutation, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Slots in use across all keys.
+    pub fn in_use(&self) -> usize {
+        self.lock().active.iter().sum()
+    }
+
+    /// Jobs waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    /// Takes a slot on the key with the most free capacity for `class`, waiting in the FIFO queue
+    /// when none is free. Fails at once when no key could ever take the job, or when the queue is
+    /// full; fails after `queue_wait` in the queue.
+    pub async fn acquire(self: &Arc<Self>, class: SlotClass) -> Result<Lease, ApiError> {
+        let (id, mut rx, handoffs) = {
+            let mut state = self.lock();
+            if state.waiters.is_empty() {
+                if let Some(index) = self.pick(&mut state, class, Instant::now()) {
+                    return Ok(self.grant(&mut state, index, class));
+                }
+            }
+            self.unavailable(&state)?;
+            if state.waiters.len() >= self.limits.queue_max {
+                return Err(ApiError::Capacity {
+                    message: "every upstream slot is busy and the queue is full; retry shortly".into(),
+                    retry_after: Duration::from_secs(2),
+                    retry_useful: true,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = state.next_waiter;
+            state.next_waiter += 1;
+            state.waiters.push_back(Waiter { id, class, tx });
+            // Older waiters may be stuck on a sub-cap that does not bind this job.
+            (id, rx, self.assign(&mut state))
+        };
+        deliver(handoffs);
+        let _spot = QueueSpot { pool: self, id };
+        let give_up = Instant::now() + self.limits.queue_wait;
+        loop {
+            // Slots freed by other jobs arrive through the channel; a key coming back from a
+            // back-off frees nothing, so the queue head also looks again now and then.
+            let recheck = (Instant::now() + Duration::from_millis(250)).min(give_up);
+            match tokio::time::timeout_at(recheck, &mut rx).await {
+                Ok(Ok(lease)) => return Ok(lease),
+                Ok(Err(_)) => return Err(ApiError::Internal),
+                Err(_) => {}
+            }
+            if Instant::now() >= give_up {
+                return Err(ApiError::Capacity {
+                    message: format!(
+                        "no upstream slot became free within {} s; retry shortly",
+                        self.limits.queue_wait.as_secs()
+                    ),
+                    retry_after: Duration::from_secs(5),
+                    retry_useful: true,
+                });
+            }
+            let handoffs = {
+                let mut state = self.lock();
+                self.unavailable(&state)?;
+                self.assign(&mut state)
+            };
+            deliver(handoffs);
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-        Ok(Lease { key: self.keys[i].clone() })
+    }
+
+    /// An error when no key can take any job now or later without an operator: all revoked, or
+    /// all revoked or out of credits.
+    fn unavailable(&self, state: &State) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let revoked = state.health.iter().filter(|h| **h == Health::Revoked).count();
+        if self.budgets.is_empty() || revoked == self.budgets.len() {
+            return Err(ApiError::Upstream("no usable BFL key: every key was refused".into()));
+        }
+        let broke = state
+            .health
+            .iter()
+            .zip(&state.out_of_credits)
+            .filter(|(h, oc)| matches!(h, Health::Resting(until) if **oc && *until > now));
+        if revoked + broke.count() == self.budgets.len() {
+            return Err(ApiError::Capacity {
+                message: "the gateway's BFL accounts are out of credits".into(),
+                retry_after: self.limits.credit_cooldown,
+                retry_useful: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// The usable key with the most free capacity for `class`.
+    fn pick(&self, state: &mut State, class: SlotClass, now: Instant) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, budget) in self.budgets.iter().enumerate() {
+            match state.health[i] {
+                Health::Revoked => continue,
+                Health::Resting(until) if until > now => continue,
+                Health::Resting(_) => {
+                    state.health[i] = Health::Usable;
+                    state.out_of_credits[i] = false;
+                }
+                Health::Usable => {}
+            }
+            let mut free = budget.tasks.saturating_sub(state.active[i]);
+            if class == SlotClass::KontextMax {
+                free = free.min(budget.kontext_max.saturating_sub(state.kontext_active[i]));
+            }
+            if free > 0 && best.is_none_or(|(_, f)| free > f) {
+                best = Some((i, free));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn grant(self: &Arc<Self>, state: &mut State, index: usize, class: SlotClass) -> Lease {
+        state.active[index] += 1;
+        if class == SlotClass::KontextMax {
+            state.kontext_active[index] += 1;
+        }
+        Lease { pool: self.clone(), index, class }
+    }
+
+    /// Hands free slots to waiters, oldest first, skipping those no free slot suits.
+    fn assign(self: &Arc<Self>, state: &mut State) -> Vec<(oneshot::Sender<Lease>, Lease)> {
+        let now = Instant::now();
+        let mut handoffs = Vec::new();
+        let mut i = 0;
+        while i < state.waiters.len() {
+            let class = state.waiters[i].class;
+            match self.pick(state, class, now) {
+                Some(index) => {
+                    let lease = self.grant(state, index, class);
+                    if let Some(waiter) = state.waiters.remove(i) {
+                        handoffs.push((waiter.tx, lease));
+                    }
+                }
+                None => i += 1,
+            }
+        }
+        handoffs
+    }
+
+    fn release(self: &Arc<Self>, index: usize, class: SlotClass) {
+        let handoffs = {
+            let mut state = self.lock();
+            state.active[index] = state.active[index].saturating_sub(1);
+            if class == SlotClass::KontextMax {
+                state.kontext_active[index] = state.kontext_active[index].saturating_sub(1);
+            }
+            self.assign(&mut state)
+        };
+        deliver(handoffs);
+    }
+
+    fn report(&self, index: usize, trouble: KeyTrouble) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match trouble {
+            KeyTrouble::Revoked => {
+                if state.health[index] != Health::Revoked {
+                    tracing::error!(key = index + 1, "BFL refused key #{}; it is out of the pool", index + 1);
+                }
+                state.health[index] = Health::Revoked;
+            }
+            KeyTrouble::OutOfCredits => {
+                tracing::warn!(key = index + 1, "BFL key #{} is out of credits; resting it", index + 1);
+                state.health[index] = Health::Resting(now + self.limits.credit_cooldown);
+                state.out_of_credits[index] = true;
+            }
+            KeyTrouble::Busy(backoff) => {
+                tracing::warn!(key = index + 1, "BFL said key #{} is at capacity; backing off", index + 1);
+                state.health[index] = Health::Resting(now + backoff);
+            }
+        }
+    }
+}
+
+/// Sends granted leases to their waiters, outside the lock. A waiter that has just gone drops its
+/// lease, which returns the slot to the pool (and so to the next waiter).
+fn deliver(handoffs: Vec<(oneshot::Sender<Lease>, Lease)>) {
+    for (tx, lease) in handoffs {
+        drop(tx.send(lease));
     }
 }

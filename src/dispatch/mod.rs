@@ -1,23 +1,27 @@
-//! The dispatcher: takes a key, submits (with retries), polls until the task is terminal or the
-//! model's deadline passes, and hands back where the image is. Each job runs in its own task, so a
-//! client that disconnects does not stop the polling that keeps slot accounting exact.
+//! The dispatcher: takes a slot on a key, submits (with retries, moving to another key when one is
+//! refused), polls until the task is terminal or the model's deadline passes, and reports where the
+//! image is. Each job runs in its own task that holds its slot until BFL's task is over, so a
+//! client that disconnects never makes the slot count drift from BFL's.
 
 mod keys;
 mod outcome;
 mod retry;
 mod schedule;
 
-pub use keys::{KeyPool, Lease};
+pub use keys::{KeyBudget, KeyPool, KeyTrouble, Lease, PoolLimits};
 pub use retry::backoff;
 pub use schedule::next_poll;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use reqwest::Url;
-use std::sync::Arc;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_util::task::TaskTracker;
 
-use crate::bfl::{BflClient, BflError, Status, job_body};
+use crate::bfl::{BflClient, BflError, Status, SubmitReply, job_body};
 use crate::config::UpstreamSettings;
 use crate::error::ApiError;
 use crate::job::ImageJob;
@@ -42,6 +46,13 @@ struct Inner {
     tracker: TaskTracker,
 }
 
+/// Default back-off for a key BFL called full without saying for how long.
+const BUSY_BACKOFF: Duration = Duration::from_secs(2);
+
+fn error_429(retry_after: Option<Duration>) -> BflError {
+    BflError::Rejected { status: 429, message: "every key is at capacity".into(), field: None, retry_after }
+}
+
 impl Dispatcher {
     pub fn new(settings: UpstreamSettings) -> Result<Dispatcher, reqwest::Error> {
         let client = BflClient::new(
@@ -50,7 +61,7 @@ impl Dispatcher {
             settings.connect_timeout,
             settings.request_timeout,
         )?;
-        let keys = KeyPool::new(settings.keys.clone());
+        let keys = KeyPool::new(settings.keys.clone(), settings.pool.clone());
         Ok(Dispatcher { inner: Arc::new(Inner { client, keys, settings, tracker: TaskTracker::new() }) })
     }
 
@@ -59,13 +70,27 @@ impl Dispatcher {
         &self.inner.tracker
     }
 
-    /// Runs `job` to a terminal state. The work continues in the background if the caller is
-    /// dropped, so BFL's task is always followed to its end.
+    /// Upstream slots held right now (one per BFL task not yet terminal).
+    pub fn slots_in_use(&self) -> usize {
+        self.inner.keys.in_use()
+    }
+
+    /// Jobs waiting in the queue for a slot.
+    pub fn queued(&self) -> usize {
+        self.inner.keys.queued()
+    }
+
+    /// Runs `job` to a terminal state. If the caller goes away while the job is still queued, the
+    /// job leaves the queue; once submitted, it is followed to its end in the background.
     pub async fn run(&self, job: ImageJob) -> Result<Finished, ApiError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (gone_tx, gone_rx) = oneshot::channel::<()>();
         let inner = self.inner.clone();
-        let handle = self.inner.tracker.spawn(async move { inner.execute(job).await });
-        handle.await.map_err(|e| {
-            tracing::error!(error = %e, "job task failed");
+        self.inner.tracker.spawn(async move { inner.execute(job, reply_tx, gone_rx).await });
+        // Dropped with this future: tells a queued job its client has gone.
+        let _client = gone_tx;
+        reply_rx.await.map_err(|_| {
+            tracing::error!("a job ended without an outcome");
             ApiError::Internal
         })?
     }
@@ -79,99 +104,182 @@ impl Dispatcher {
     }
 }
 
+type Reply = oneshot::Sender<Result<Finished, ApiError>>;
+
+/// How polling can end without an image.
+enum PollFailure {
+    /// BFL's task is over (moderated, failed, lost).
+    Terminal(ApiError),
+    /// The key stopped working; the task may still run upstream.
+    KeyRefused,
+}
+
 impl Inner {
-    async fn execute(&self, job: ImageJob) -> Result<Finished, ApiError> {
+    async fn execute(&self, job: ImageJob, reply: Reply, client_gone: oneshot::Receiver<()>) {
         let deadline = Instant::now() + job.model.deadline;
-        let expired = ApiError::DeadlineExceeded { deadline: job.model.deadline, accepted: true };
-        let lease = timeout_at(deadline, self.keys.acquire(&job.model))
-            .await
-            .map_err(|_| ApiError::DeadlineExceeded { deadline: job.model.deadline, accepted: false })??;
-        let body = Bytes::from(serde_json::to_vec(&job_body(&job)).map_err(|_| ApiError::Internal)?);
-        let submitted =
-            timeout_at(deadline, self.submit(&lease, &job, body)).await.map_err(|_| expired.clone())??;
-        let submitted_at = Instant::now();
-        tracing::info!(model = job.model.id, task = %submitted.id, cost = ?submitted.cost, "BFL accepted the job");
-        let polling_url = Url::parse(&submitted.polling_url)
-            .map_err(|_| ApiError::Upstream("BFL returned an unusable polling_url".into()))?;
-        if !self.settings.allow.permits(&polling_url) {
-            tracing::error!(host = ?polling_url.host_str(), "polling_url is off the allow-list; the key is not sent there");
-            return Err(ApiError::Upstream("BFL returned a polling_url off the allow-list".into()));
-        }
-        let result = timeout_at(deadline, self.poll(&lease, &job, &polling_url, submitted_at)).await;
-        let finished = result.map_err(|_| expired)??;
-        let revised_prompt = finished.1.filter(|p| p != job.prompt.as_str());
-        Ok(Finished { sample: finished.0, revised_prompt })
+        let body = match serde_json::to_vec(&job_body(&job)) {
+            Ok(body) => Bytes::from(body),
+            Err(_) => return drop(reply.send(Err(ApiError::Internal))),
+        };
+        // Until BFL has the job, a vanished client cancels it: nobody would receive the image.
+        let submitted = tokio::select! {
+            result = timeout_at(deadline, self.submit(&job, body)) => result,
+            _ = client_gone => {
+                tracing::info!(model = job.model.id, "client left before the job was submitted; dropped");
+                return;
+            }
+        };
+        let (lease, accepted) = match submitted {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return drop(reply.send(Err(e))),
+            Err(_) => {
+                let e = ApiError::DeadlineExceeded { deadline: job.model.deadline, accepted: false };
+                return drop(reply.send(Err(e)));
+            }
+        };
+        let outcome = self.follow(&lease, &job, accepted, deadline).await;
+        let _ = reply.send(outcome.map_err(|(e, hold)| {
+            if let Some(until) = hold {
+                // BFL still runs a task we cannot poll: keep its slot until it must be over.
+                let lease_until = (lease, until);
+                tokio::spawn(async move {
+                    sleep_until(lease_until.1).await;
+                    drop(lease_until.0);
+                });
+            }
+            e
+        }));
     }
 
-    /// Submits, retrying 5xx answers and failed connections (the two cases where BFL cannot have
-    /// taken the job). A broken exchange after the request went out is not retried: it may have
-    /// been accepted, and a retry could pay twice.
-    async fn submit(
+    /// Polls an accepted task to its end. An error may come with an instant until which the slot
+    /// must stay held.
+    async fn follow(
         &self,
         lease: &Lease,
         job: &ImageJob,
-        body: Bytes,
-    ) -> Result<crate::bfl::SubmitReply, ApiError> {
-        let mut attempt = 0;
-        loop {
-            let error =
-                match self.client.submit(&lease.key, job.model.path, reqwest::Body::from(body.clone())).await
-                {
-                    Ok(reply) => return Ok(reply),
-                    Err(e) => e,
-                };
-            let retry_after = match &error {
-                BflError::Rejected { status: 500..=599, retry_after, .. } => *retry_after,
-                BflError::Connect(_) => None,
-                _ => return Err(outcome::submit_failed(error)),
-            };
-            if attempt >= self.settings.submit_retries {
-                return Err(outcome::submit_failed(error));
+        accepted: SubmitReply,
+        deadline: Instant,
+    ) -> Result<Finished, (ApiError, Option<Instant>)> {
+        let submitted_at = Instant::now();
+        tracing::info!(model = job.model.id, task = %accepted.id, cost = ?accepted.cost, "BFL accepted the job");
+        let polling_url = match Url::parse(&accepted.polling_url) {
+            Ok(url) if self.settings.allow.permits(&url) => url,
+            Ok(url) => {
+                tracing::error!(host = ?url.host_str(), "polling_url is off the allow-list; the key is not sent there");
+                let e = ApiError::Upstream("BFL returned a polling_url off the allow-list".into());
+                return Err((e, Some(deadline)));
             }
-            tracing::debug!(error = %error, attempt, "retrying submit");
-            sleep(backoff(self.settings.retry_base, attempt, retry_after)).await;
-            attempt += 1;
+            Err(_) => {
+                let e = ApiError::Upstream("BFL returned an unusable polling_url".into());
+                return Err((e, Some(deadline)));
+            }
+        };
+        match timeout_at(deadline, self.poll(lease, job, &polling_url, submitted_at)).await {
+            Ok(Ok((sample, prompt))) => {
+                let revised_prompt = prompt.filter(|p| p != job.prompt.as_str());
+                Ok(Finished { sample, revised_prompt })
+            }
+            Ok(Err(PollFailure::Terminal(e))) => Err((e, None)),
+            Ok(Err(PollFailure::KeyRefused)) => {
+                let e = ApiError::Upstream("BFL refused the gateway's key while the job ran".into());
+                Err((e, Some(deadline)))
+            }
+            Err(_) => {
+                Err((ApiError::DeadlineExceeded { deadline: job.model.deadline, accepted: true }, None))
+            }
         }
     }
 
-    /// Polls until a terminal status. Transient failures are retried until the deadline (which the
-    /// caller enforces).
+    /// Takes a slot and submits. 5xx answers and failed connections are retried on the same key
+    /// (BFL cannot have taken the job); a refused key (401/403), an empty one (402) or a full one
+    /// (429) is set aside and the job moves to another key. A broken exchange after the request
+    /// went out is not retried: it may have been accepted, and a retry could pay twice.
+    async fn submit(&self, job: &ImageJob, body: Bytes) -> Result<(Lease, SubmitReply), ApiError> {
+        // A job that every key has called full gives up rather than circling until its deadline.
+        let mut busy_answers = 0;
+        loop {
+            let lease = self.keys.acquire(job.model.slot_class).await?;
+            let mut attempt = 0;
+            let error = loop {
+                let sent =
+                    self.client.submit(lease.key(), job.model.path, reqwest::Body::from(body.clone())).await;
+                let error = match sent {
+                    Ok(reply) => return Ok((lease, reply)),
+                    Err(e) => e,
+                };
+                let retry_after = match &error {
+                    BflError::Rejected { status: 500..=599, retry_after, .. } => *retry_after,
+                    BflError::Connect(_) => None,
+                    _ => break error,
+                };
+                if attempt >= self.settings.submit_retries {
+                    break error;
+                }
+                tracing::debug!(error = %error, attempt, "retrying submit");
+                sleep(backoff(self.settings.retry_base, attempt, retry_after)).await;
+                attempt += 1;
+            };
+            match error {
+                BflError::Rejected { status: 401 | 403, .. } => lease.report(KeyTrouble::Revoked),
+                BflError::Rejected { status: 402, .. } => lease.report(KeyTrouble::OutOfCredits),
+                BflError::Rejected { status: 429, retry_after, .. } => {
+                    busy_answers += 1;
+                    lease.report(KeyTrouble::Busy(retry_after.unwrap_or(BUSY_BACKOFF)));
+                    if busy_answers >= self.settings.keys.len() {
+                        return Err(outcome::submit_failed(error_429(retry_after)));
+                    }
+                }
+                other => return Err(outcome::submit_failed(other)),
+            }
+        }
+    }
+
+    /// Polls until a terminal status; transient failures are polled through (the caller enforces
+    /// the deadline).
     async fn poll(
         &self,
         lease: &Lease,
         job: &ImageJob,
         url: &Url,
         submitted_at: Instant,
-    ) -> Result<(Url, Option<String>), ApiError> {
+    ) -> Result<(Url, Option<String>), PollFailure> {
         let expected = job.model.expected.mul_f64(self.settings.first_poll_scale);
         sleep_until(submitted_at + expected).await;
         loop {
             let elapsed = submitted_at.elapsed();
-            match self.client.poll(&lease.key, url).await.map(|r| r.status()) {
+            match self.client.poll(lease.key(), url, self.settings.poll_timeout).await.map(|r| r.status()) {
                 Ok(Status::Running) => {}
                 Ok(Status::Ready { sample, prompt }) => {
-                    let sample = Url::parse(&sample)
-                        .map_err(|_| ApiError::Upstream("BFL returned an unusable result URL".into()))?;
+                    let sample = Url::parse(&sample).map_err(|_| {
+                        PollFailure::Terminal(ApiError::Upstream(
+                            "BFL returned an unusable result URL".into(),
+                        ))
+                    })?;
                     return Ok((sample, prompt));
                 }
-                Ok(Status::RequestModerated) => return Err(outcome::moderated(true, job.safety_tolerance)),
-                Ok(Status::ContentModerated) => return Err(outcome::moderated(false, job.safety_tolerance)),
+                Ok(Status::RequestModerated) => {
+                    return Err(PollFailure::Terminal(outcome::moderated(true, job.safety_tolerance)));
+                }
+                Ok(Status::ContentModerated) => {
+                    return Err(PollFailure::Terminal(outcome::moderated(false, job.safety_tolerance)));
+                }
                 Ok(Status::TaskNotFound) if elapsed < self.settings.not_found_grace => {}
                 Ok(Status::TaskNotFound) => {
-                    return Err(ApiError::Upstream("BFL lost track of the task".into()));
+                    return Err(PollFailure::Terminal(ApiError::Upstream(
+                        "BFL lost track of the task".into(),
+                    )));
                 }
                 Ok(Status::Error(details)) => {
                     tracing::warn!(%details, "BFL reported an error for the task");
-                    return Err(ApiError::Upstream("BFL failed to generate the image".into()));
-                }
-                Ok(Status::Unknown(status)) => {
-                    return Err(ApiError::Upstream(format!(
-                        "BFL ended the task with unknown status \"{status}\""
+                    return Err(PollFailure::Terminal(ApiError::Upstream(
+                        "BFL failed to generate the image".into(),
                     )));
                 }
-                Err(BflError::Rejected { status: 401 | 403, .. }) => {
-                    return Err(ApiError::Upstream("BFL refused the gateway's API key while polling".into()));
+                Ok(Status::Unknown(status)) => {
+                    let message = format!("BFL ended the task with unknown status \"{status}\"");
+                    return Err(PollFailure::Terminal(ApiError::Upstream(message)));
                 }
+                Err(BflError::Rejected { status: 401 | 403, .. }) => return Err(PollFailure::KeyRefused),
                 Err(e) => tracing::debug!(error = %e, "transient poll failure; polling on"),
             }
             sleep(next_poll(expected, submitted_at.elapsed(), self.settings.poll_interval)).await;

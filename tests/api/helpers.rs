@@ -109,6 +109,27 @@ impl TestApp {
         (kind, size.width as u32, size.height as u32)
     }
 
+    /// Waits (bounded) until no job, slot or queued request is left in the gateway and no task in
+    /// the simulator, then checks the gateway never holds fewer slots than BFL has tasks.
+    pub async fn assert_settles(&self) {
+        let dispatcher = &self.state.dispatcher;
+        for _ in 0..1000 {
+            let (slots, jobs, queued) =
+                (dispatcher.slots_in_use(), dispatcher.tracker().len(), dispatcher.queued());
+            if slots == 0 && jobs == 0 && queued == 0 && self.sim.active_tasks() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "gateway did not settle: {} slots, {} jobs, {} queued; simulator {} active",
+            dispatcher.slots_in_use(),
+            dispatcher.tracker().len(),
+            dispatcher.queued(),
+            self.sim.active_tasks()
+        );
+    }
+
     /// The body the simulator received for the last accepted submit.
     pub fn last_submit(&self) -> fluxgate::simulator::Received {
         self.sim.received().pop().expect("the simulator received a submit")

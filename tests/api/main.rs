@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod capacity;
 mod generations;
 mod models_and_probes;
 mod upstream_outcomes;
