@@ -15,9 +15,11 @@ pub const SIM_KEY: &str = "test-key";
 pub struct TestApp {
     pub base: String,
     pub sim: Arc<Simulator>,
+    pub sim_addr: SocketAddr,
     pub http: reqwest::Client,
     pub state: AppState,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The answer to one request, read whole.
@@ -74,16 +76,34 @@ pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config:
     let addr = listener.local_addr().expect("bound address");
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = state.clone();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = server::serve(listener, serving, async {
             let _ = stopped.await;
         })
         .await;
     });
-    TestApp { base: format!("http://{addr}"), sim, http: reqwest::Client::new(), state, _stop: stop }
+    TestApp {
+        base: format!("http://{addr}"),
+        sim,
+        sim_addr,
+        http: reqwest::Client::new(),
+        state,
+        stop: Some(stop),
+        server: Some(server),
+    }
 }
 
 impl TestApp {
+    /// Sends the shutdown signal and waits until the server has drained and returned.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task ends cleanly");
+        }
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
         let response =
             self.http.post(format!("{}{path}", self.base)).json(body).send().await.expect("gateway answers");
@@ -128,6 +148,11 @@ impl TestApp {
             dispatcher.queued(),
             self.sim.active_tasks()
         );
+    }
+
+    /// The simulator's port (to build URLs on another host name for the same server).
+    pub fn sim_port(&self) -> u16 {
+        self.sim_addr.port()
     }
 
     /// The body the simulator received for the last accepted submit.

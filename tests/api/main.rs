@@ -2,8 +2,10 @@
 
 mod helpers;
 
+mod allow_list;
 mod capacity;
 mod generations;
 mod models_and_probes;
+mod shutdown;
 mod upstream_outcomes;
 mod validation;
