@@ -15,6 +15,8 @@ use tokio::time::Instant;
 use crate::catalog::SlotClass;
 use crate::error::ApiError;
 
+use super::ledger::SlotLedger;
+
 /// One key and its budget.
 #[derive(Debug, Clone)]
 pub struct KeyBudget {
@@ -56,8 +58,6 @@ struct Waiter {
 }
 
 struct State {
-    active: Vec<usize>,
-    kontext_active: Vec<usize>,
     health: Vec<Health>,
     /// Why each resting key rests, so an all-out-of-credits pool answers accordingly.
     out_of_credits: Vec<bool>,
@@ -68,6 +68,8 @@ struct State {
 pub struct KeyPool {
     budgets: Vec<KeyBudget>,
     limits: PoolLimits,
+    ledger: Arc<dyn SlotLedger>,
+    /// Health and the queue; the ledger is only changed while this is held.
     state: Mutex<State>,
 }
 
@@ -114,14 +116,13 @@ impl Drop for QueueSpot<'_> {
 }
 
 impl KeyPool {
-    pub fn new(budgets: Vec<KeyBudget>, limits: PoolLimits) -> Arc<KeyPool> {
+    pub fn new(budgets: Vec<KeyBudget>, limits: PoolLimits, ledger: Arc<dyn SlotLedger>) -> Arc<KeyPool> {
         let n = budgets.len();
         Arc::new(KeyPool {
             budgets,
             limits,
+            ledger,
             state: Mutex::new(State {
-                active: vec![0; n],
-                kontext_active: vec![0; n],
                 health: vec![Health::Usable; n],
                 out_of_credits: vec![false; n],
                 waiters: VecDeque::new(),
@@ -137,7 +138,7 @@ impl KeyPool {
 
     /// Slots in use across all keys.
     pub fn in_use(&self) -> usize {
-        self.lock().active.iter().sum()
+        self.ledger.in_use()
     }
 
     /// Jobs waiting for a slot.
@@ -152,8 +153,8 @@ impl KeyPool {
         let (id, mut rx, handoffs) = {
             let mut state = self.lock();
             if state.waiters.is_empty() {
-                if let Some(index) = self.pick(&mut state, class, Instant::now()) {
-                    return Ok(self.grant(&mut state, index, class));
+                if let Some(lease) = self.grant(&mut state, class, Instant::now()) {
+                    return Ok(lease);
                 }
             }
             self.unavailable(&state)?;
@@ -225,8 +226,8 @@ impl KeyPool {
         Ok(())
     }
 
-    /// The usable key with the most free capacity for `class`.
-    fn pick(&self, state: &mut State, class: SlotClass, now: Instant) -> Option<usize> {
+    /// A slot on the usable key with the most free capacity for `class`, if any is free.
+    fn grant(self: &Arc<Self>, state: &mut State, class: SlotClass, now: Instant) -> Option<Lease> {
         let mut best: Option<(usize, usize)> = None;
         for (i, budget) in self.budgets.iter().enumerate() {
             match state.health[i] {
@@ -238,23 +239,17 @@ impl KeyPool {
                 }
                 Health::Usable => {}
             }
-            let mut free = budget.tasks.saturating_sub(state.active[i]);
-            if class == SlotClass::KontextMax {
-                free = free.min(budget.kontext_max.saturating_sub(state.kontext_active[i]));
-            }
+            let free = self.ledger.free(i, class, budget);
             if free > 0 && best.is_none_or(|(_, f)| free > f) {
                 best = Some((i, free));
             }
         }
-        best.map(|(i, _)| i)
-    }
-
-    fn grant(self: &Arc<Self>, state: &mut State, index: usize, class: SlotClass) -> Lease {
-        state.active[index] += 1;
-        if class == SlotClass::KontextMax {
-            state.kontext_active[index] += 1;
-        }
-        Lease { pool: self.clone(), index, class }
+        let (index, _) = best?;
+        self.ledger.take(index, class, &self.budgets[index]).then(|| Lease {
+            pool: self.clone(),
+            index,
+            class,
+        })
     }
 
     /// Hands free slots to waiters, oldest first, skipping those no free slot suits.
@@ -264,9 +259,8 @@ impl KeyPool {
         let mut i = 0;
         while i < state.waiters.len() {
             let class = state.waiters[i].class;
-            match self.pick(state, class, now) {
-                Some(index) => {
-                    let lease = self.grant(state, index, class);
+            match self.grant(state, class, now) {
+                Some(lease) => {
                     if let Some(waiter) = state.waiters.remove(i) {
                         handoffs.push((waiter.tx, lease));
                     }
@@ -280,10 +274,7 @@ impl KeyPool {
     fn release(self: &Arc<Self>, index: usize, class: SlotClass) {
         let handoffs = {
             let mut state = self.lock();
-            state.active[index] = state.active[index].saturating_sub(1);
-            if class == SlotClass::KontextMax {
-                state.kontext_active[index] = state.kontext_active[index].saturating_sub(1);
-            }
+            self.ledger.give_back(index, class);
             self.assign(&mut state)
         };
         deliver(handoffs);
@@ -317,5 +308,66 @@ impl KeyPool {
 fn deliver(handoffs: Vec<(oneshot::Sender<Lease>, Lease)>) {
     for (tx, lease) in handoffs {
         drop(tx.send(lease));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::LocalLedger;
+
+    fn pool(tasks: usize, kontext_max: usize, keys: usize) -> Arc<KeyPool> {
+        let budgets = (0..keys)
+            .map(|i| KeyBudget { key: SecretString::from(format!("k{i}")), tasks, kontext_max })
+            .collect();
+        let limits = PoolLimits {
+            queue_max: 10,
+            queue_wait: Duration::from_secs(5),
+            credit_cooldown: Duration::from_secs(60),
+        };
+        KeyPool::new(budgets, limits, Arc::new(LocalLedger::new(keys)))
+    }
+
+    #[tokio::test]
+    async fn a_job_waiting_on_the_kontext_sub_cap_does_not_block_general_jobs() {
+        let pool = pool(3, 1, 1);
+        let first = pool.acquire(SlotClass::KontextMax).await.expect("free slot");
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(SlotClass::KontextMax).await.map(|l| l.index) }
+        });
+        while pool.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let general = pool.acquire(SlotClass::General).await.expect("general slot is free");
+        assert_eq!(pool.in_use(), 2);
+        drop(first);
+        assert_eq!(waiting.await.expect("task").expect("handed the freed slot"), 0);
+        drop(general);
+        assert_eq!(pool.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn jobs_spread_to_the_key_with_most_free_capacity_and_avoid_revoked_keys() {
+        let pool = pool(2, 1, 2);
+        let a = pool.acquire(SlotClass::General).await.expect("slot");
+        let b = pool.acquire(SlotClass::General).await.expect("slot");
+        assert_ne!(a.index, b.index, "the second job goes to the idle key");
+        b.report(KeyTrouble::Revoked);
+        let c = pool.acquire(SlotClass::General).await.expect("slot");
+        assert_eq!(c.index, a.index);
+        drop((a, c));
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn all_keys_revoked_or_out_of_credits_fail_at_once() {
+        let pool = pool(2, 1, 2);
+        let a = pool.acquire(SlotClass::General).await.expect("slot");
+        let b = pool.acquire(SlotClass::General).await.expect("slot");
+        a.report(KeyTrouble::Revoked);
+        b.report(KeyTrouble::OutOfCredits);
+        let err = pool.acquire(SlotClass::General).await.expect_err("no key can take it");
+        assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
     }
 }

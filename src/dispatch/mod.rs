@@ -4,11 +4,13 @@
 //! client that disconnects never makes the slot count drift from BFL's.
 
 mod keys;
+mod ledger;
 mod outcome;
 mod retry;
 mod schedule;
 
 pub use keys::{KeyBudget, KeyPool, KeyTrouble, Lease, PoolLimits};
+pub use ledger::{LocalLedger, SlotLedger};
 pub use retry::backoff;
 pub use schedule::next_poll;
 
@@ -61,7 +63,8 @@ impl Dispatcher {
             settings.connect_timeout,
             settings.request_timeout,
         )?;
-        let keys = KeyPool::new(settings.keys.clone(), settings.pool.clone());
+        let ledger = Arc::new(LocalLedger::new(settings.keys.len()));
+        let keys = KeyPool::new(settings.keys.clone(), settings.pool.clone(), ledger);
         Ok(Dispatcher { inner: Arc::new(Inner { client, keys, settings, tracker: TaskTracker::new() }) })
     }
 
