@@ -170,10 +170,10 @@ impl TryFrom<RawSettings> for Settings {
             ));
         }
         let mut keys = split_keys(&raw.upstream.keys);
-        if keys.is_empty() {
-            if let Ok(env_key) = std::env::var("BFL_API_KEY") {
-                keys = split_keys(&[env_key]);
-            }
+        if keys.is_empty()
+            && let Ok(env_key) = std::env::var("BFL_API_KEY")
+        {
+            keys = split_keys(&[env_key]);
         }
         if raw.server.max_json_bytes < 1024 {
             return Err(invalid("server.max_json_bytes", "must be at least 1024"));
@@ -186,7 +186,7 @@ impl TryFrom<RawSettings> for Settings {
             return Err(invalid("upstream.first_poll_scale", "must be above 0 and at most 10"));
         }
         for (id, o) in &raw.models {
-            if o.deadline_secs == Some(0) || o.price_usd.is_some_and(|p| !(p >= 0.0)) {
+            if o.deadline_secs == Some(0) || o.price_usd.is_some_and(|p| p.is_nan() || p < 0.0) {
                 return Err(ConfigError::Invalid {
                     key: "models",
                     reason: format!("{id}: deadline_secs must be positive and price_usd not negative"),

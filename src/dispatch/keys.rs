@@ -152,10 +152,10 @@ impl KeyPool {
     pub async fn acquire(self: &Arc<Self>, class: SlotClass) -> Result<Lease, ApiError> {
         let (id, mut rx, handoffs) = {
             let mut state = self.lock();
-            if state.waiters.is_empty() {
-                if let Some(lease) = self.grant(&mut state, class, Instant::now()) {
-                    return Ok(lease);
-                }
+            if state.waiters.is_empty()
+                && let Some(lease) = self.grant(&mut state, class, Instant::now())
+            {
+                return Ok(lease);
             }
             self.unavailable(&state)?;
             if state.waiters.len() >= self.limits.queue_max {

@@ -131,7 +131,7 @@ fn check_dimensions(
 ) -> Result<OutputSize, ApiError> {
     let why = if !(limits.min..=limits.max).contains(&w) || !(limits.min..=limits.max).contains(&h) {
         format!("each side must be between {} and {}", limits.min, limits.max)
-    } else if w % limits.multiple != 0 || h % limits.multiple != 0 {
+    } else if !w.is_multiple_of(limits.multiple) || !h.is_multiple_of(limits.multiple) {
         format!("width and height must be multiples of {}", limits.multiple)
     } else if u64::from(w) * u64::from(h) > limits.max_pixels {
         "at most 4 megapixels (2048x2048)".to_owned()
