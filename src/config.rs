@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::bfl::AllowList;
 use crate::dispatch::{KeyBudget, PoolLimits};
+use crate::upload::UploadLimits;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -33,6 +34,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 struct RawSettings {
     server: RawServer,
     upstream: RawUpstream,
+    uploads: RawUploads,
     #[serde(default)]
     models: HashMap<String, ModelOverride>,
 }
@@ -69,6 +71,15 @@ struct RawUpstream {
     poll_timeout_ms: u64,
 }
 
+#[derive(Debug, Deserialize)]
+struct RawUploads {
+    max_file_bytes: u64,
+    max_parts: usize,
+    memory_threshold: usize,
+    spool_dir: String,
+    max_json_bytes: usize,
+}
+
 /// Catalog defaults a deployment may change for one model.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ModelOverride {
@@ -80,6 +91,7 @@ pub struct ModelOverride {
 pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
+    pub uploads: UploadSettings,
     pub models: HashMap<String, ModelOverride>,
 }
 
@@ -90,6 +102,12 @@ pub struct ServerSettings {
     pub max_json_bytes: usize,
     pub default_model: String,
     pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub limits: UploadLimits,
+    pub max_json_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -220,9 +238,27 @@ impl TryFrom<RawSettings> for Settings {
                 },
                 poll_timeout: Duration::from_millis(raw.upstream.poll_timeout_ms),
             },
+            uploads: uploads(&raw.uploads)?,
             models: raw.models,
         })
     }
+}
+
+fn uploads(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
+    if raw.max_file_bytes == 0 || raw.max_parts == 0 || raw.max_json_bytes < 1024 {
+        return Err(invalid("uploads", "max_file_bytes and max_parts must be positive, max_json_bytes at least 1024"));
+    }
+    let spool_dir = raw.spool_dir.trim();
+    Ok(UploadSettings {
+        limits: UploadLimits {
+            max_file_bytes: raw.max_file_bytes,
+            max_parts: raw.max_parts,
+            memory_threshold: raw.memory_threshold,
+            spool_dir: (!spool_dir.is_empty()).then(|| spool_dir.into()),
+            ..UploadLimits::default()
+        },
+        max_json_bytes: raw.max_json_bytes,
+    })
 }
 
 /// Pairs each key with its budget: `key_caps[i]` ("TASKS" or "TASKS/KONTEXT_MAX") or the defaults.

@@ -23,8 +23,8 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
+    #[error("{message}")]
+    PayloadTooLarge { message: String, param: Option<String> },
     /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
     #[error("{message}")]
     Capacity { message: String, retry_after: Duration, retry_useful: bool },
@@ -47,6 +47,10 @@ impl ApiError {
         ApiError::InvalidRequest { message: message.into(), param: Some(param.into()), code: "invalid_value" }
     }
 
+    pub fn too_large(param: Option<String>, message: impl Into<String>) -> ApiError {
+        ApiError::PayloadTooLarge { message: message.into(), param }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
@@ -54,7 +58,7 @@ impl ApiError {
             ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -71,7 +75,7 @@ impl ApiError {
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
-            | ApiError::PayloadTooLarge(_) => "invalid_request_error",
+            | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
             ApiError::Capacity { .. } => "rate_limit_error",
             ApiError::Upstream(_) | ApiError::DeadlineExceeded { .. } | ApiError::ShuttingDown => {
                 "upstream_error"
@@ -88,7 +92,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::RouteNotFound(_) => Some("unknown_url"),
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
-            ApiError::PayloadTooLarge(_) => Some("payload_too_large"),
+            ApiError::PayloadTooLarge { .. } => Some("payload_too_large"),
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
             ApiError::Upstream(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
@@ -99,7 +103,7 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::InvalidRequest { param, .. } | ApiError::PayloadTooLarge { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) => Some("model"),
             _ => None,
         }
@@ -113,7 +117,7 @@ impl ApiError {
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
-            | ApiError::PayloadTooLarge(_) => Some(false),
+            | ApiError::PayloadTooLarge { .. } => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
             ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::ShuttingDown | ApiError::Internal => {

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use reqwest::{StatusCode, Url, header::RETRY_AFTER, redirect};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::body::SubmitBody;
 use super::wire::{ErrorBody, PollReply, SubmitReply};
 use super::{AllowList, BflError};
 
@@ -52,12 +53,7 @@ impl BflClient {
     }
 
     /// POSTs a job. `Err(BflError::Rejected)` carries BFL's status and detail.
-    pub async fn submit(
-        &self,
-        key: &SecretString,
-        path: &str,
-        body: reqwest::Body,
-    ) -> Result<SubmitReply, BflError> {
+    pub async fn submit(&self, key: &SecretString, path: &str, body: &SubmitBody) -> Result<SubmitReply, BflError> {
         let url = self.submit_url(path);
         self.check(&url)?;
         let response = self
@@ -65,7 +61,9 @@ impl BflClient {
             .post(url)
             .header("x-key", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            // Known up front even when the images stream, so BFL sees a plain sized body.
+            .header(reqwest::header::CONTENT_LENGTH, body.content_length())
+            .body(body.to_reqwest())
             .send()
             .await
             .map_err(BflError::from_transport)?;

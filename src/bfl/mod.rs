@@ -7,7 +7,7 @@ mod client;
 mod wire;
 
 pub use allow::AllowList;
-pub use body::job_body;
+pub use body::{SubmitBody, job_body};
 pub use client::BflClient;
 pub use wire::{PollReply, Status, SubmitReply};
 

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_util::task::TaskTracker;
 
-use crate::bfl::{BflClient, BflError, Status, SubmitReply, job_body};
+use crate::bfl::{BflClient, BflError, Status, SubmitBody, SubmitReply};
 use crate::config::UpstreamSettings;
 use crate::error::ApiError;
 use crate::job::ImageJob;
@@ -118,20 +118,20 @@ enum PollFailure {
 }
 
 impl Inner {
-    async fn execute(&self, job: ImageJob, reply: Reply, client_gone: oneshot::Receiver<()>) {
+    async fn execute(&self, mut job: ImageJob, reply: Reply, client_gone: oneshot::Receiver<()>) {
         let deadline = Instant::now() + job.model.deadline;
-        let body = match serde_json::to_vec(&job_body(&job)) {
-            Ok(body) => Bytes::from(body),
-            Err(_) => return drop(reply.send(Err(ApiError::Internal))),
-        };
+        let body = SubmitBody::new(&job);
         // Until BFL has the job, a vanished client cancels it: nobody would receive the image.
         let submitted = tokio::select! {
-            result = timeout_at(deadline, self.submit(&job, body)) => result,
+            result = timeout_at(deadline, self.submit(&job, &body)) => result,
             _ = client_gone => {
                 tracing::info!(model = job.model.id, "client left before the job was submitted; dropped");
                 return;
             }
         };
+        // BFL has the images now (or never will): spooled references can go.
+        drop(body);
+        job.references.clear();
         let (lease, accepted) = match submitted {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => return drop(reply.send(Err(e))),
@@ -197,15 +197,14 @@ impl Inner {
     /// (BFL cannot have taken the job); a refused key (401/403), an empty one (402) or a full one
     /// (429) is set aside and the job moves to another key. A broken exchange after the request
     /// went out is not retried: it may have been accepted, and a retry could pay twice.
-    async fn submit(&self, job: &ImageJob, body: Bytes) -> Result<(Lease, SubmitReply), ApiError> {
+    async fn submit(&self, job: &ImageJob, body: &SubmitBody) -> Result<(Lease, SubmitReply), ApiError> {
         // A job that every key has called full gives up rather than circling until its deadline.
         let mut busy_answers = 0;
         loop {
             let lease = self.keys.acquire(job.model.slot_class).await?;
             let mut attempt = 0;
             let error = loop {
-                let sent =
-                    self.client.submit(lease.key(), job.model.path, reqwest::Body::from(body.clone())).await;
+                let sent = self.client.submit(lease.key(), job.model.path, body).await;
                 let error = match sent {
                     Ok(reply) => return Ok((lease, reply)),
                     Err(e) => e,

@@ -10,6 +10,7 @@ pub use size::OutputSize;
 use crate::catalog::{Catalog, Model, Upsampling};
 use crate::error::ApiError;
 use crate::openai::Fields;
+use crate::upload::Reference;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -49,6 +50,8 @@ pub struct ImageJob {
     pub safety_tolerance: u8,
     pub output_format: OutputFormat,
     pub response_format: ResponseFormat,
+    /// Reference images of an edit, in upload order (`input_image`, `input_image_2`, …).
+    pub references: Vec<Reference>,
 }
 
 const DEFAULT_SAFETY: i64 = 2;
@@ -155,7 +158,43 @@ impl ImageJob {
             safety_tolerance,
             output_format,
             response_format,
+            references: Vec::new(),
         })
+    }
+
+    /// An edit: the generation rules plus the model's reference rules.
+    pub fn parse_edit(
+        fields: &Fields,
+        references: Vec<Reference>,
+        catalog: &Catalog,
+        default_model: &str,
+    ) -> Result<ImageJob, ApiError> {
+        let mut job = ImageJob::parse(fields, catalog, default_model)?;
+        let model = &job.model;
+        if model.max_refs == 0 {
+            let editors: Vec<&str> = catalog.iter().filter(|m| m.max_refs > 0).map(|m| m.id).collect();
+            return Err(ApiError::invalid(
+                "model",
+                format!("{} generates only and cannot edit; edit with one of: {}", model.id, editors.join(", ")),
+            ));
+        }
+        if references.is_empty() {
+            return Err(ApiError::invalid("image", "an edit needs at least one reference image in `image`"));
+        }
+        if references.len() > model.max_refs {
+            return Err(ApiError::invalid(
+                "image",
+                format!(
+                    "{} takes at most {} reference image{}, got {}",
+                    model.id,
+                    model.max_refs,
+                    if model.max_refs == 1 { "" } else { "s" },
+                    references.len()
+                ),
+            ));
+        }
+        job.references = references;
+        Ok(job)
     }
 }
 

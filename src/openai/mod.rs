@@ -23,7 +23,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonFields {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is too large".into())
+                ApiError::too_large(None, "the request body is too large")
             } else {
                 ApiError::InvalidRequest {
                     message: "the request body could not be read".into(),

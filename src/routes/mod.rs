@@ -5,17 +5,21 @@ mod images;
 mod models;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::state::AppState;
 
 /// Routes that need a client token.
 pub fn api(state: &AppState) -> Router<AppState> {
-    Router::new()
+    let json = Router::new()
         .route("/v1/images/generations", post(images::generations))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
-        .layer(axum::extract::DefaultBodyLimit::max(state.settings.server.max_json_bytes))
+        .layer(DefaultBodyLimit::max(state.settings.server.max_json_bytes));
+    // Edits stream their uploads and enforce per-file and per-part limits themselves.
+    let edits = Router::new().route("/v1/images/edits", post(images::edits)).layer(DefaultBodyLimit::disable());
+    json.merge(edits)
 }
 
 /// Routes a load balancer calls.

@@ -5,11 +5,14 @@
 //!
 //! Endpoints: `POST /v1/{model}` (submit), `GET /v1/get_result?id=` (poll, the `polling_url`),
 //! `GET /results/{id}.{ext}?exp=&sig=` (signed result download, no `x-key`, no CORS).
+//! Test tooling, not BFL (no `x-key`, for benchmarks in another process): `GET /sim/stats`
+//! (counters) and `GET /sim/tasks` (every task with unix-ms timings).
 //!
 //! Submit checks run in this order: unknown model 404, `x-key` 403, injected 500/503,
 //! body (256 MiB limit → 413; bad JSON → 422), `[submit:CODE]`, schema 422, credits 402, caps 429.
-//! URLs are built on `SimConfig::public_base`, else on `http://` + the submit's Host header. A task
-//! is visible only to the key that submitted it (others get 404 `Task not found`).
+//! URLs are built on `SimConfig::public_base` (changeable with `Simulator::set_public_base`), else
+//! on `http://` + the submit's Host header. A task is visible only to the key that submitted it
+//! (others get 404 `Task not found`).
 //!
 //! Prompt triggers (kept in the recorded prompt; unknown brackets are ordinary text):
 //! - `[moderate-request]` → terminal status `Request Moderated`; `[moderate-content]` →
@@ -25,6 +28,7 @@ mod body;
 mod fields;
 mod images;
 mod inputs;
+mod introspect;
 mod models;
 mod poll;
 mod replies;
@@ -63,6 +67,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Seed for the fault RNG, so fault tests are reproducible.
     pub seed: u64,
+    /// Keep whole submit bodies in `Simulator::received`. When false, `input_image*` values are
+    /// replaced by their length, so long benchmarks with reference images keep memory bounded.
+    pub record_bodies: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +83,7 @@ impl Default for SimConfig {
             public_base: None,
             faults: Faults::default(),
             seed: 1,
+            record_bodies: true,
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::routing::{get, post};
 
 use super::state::Simulator;
-use super::{poll, replies, results, submit};
+use super::{introspect, poll, replies, results, submit};
 
 /// Submits carry base64 reference images, up to eight of them.
 pub(super) const SUBMIT_BODY_LIMIT: usize = 256 * 1024 * 1024;
@@ -21,6 +21,8 @@ impl Simulator {
             .route("/v1/get_result", get(poll::poll))
             .route("/v1/{model}", post(submit::submit).layer(DefaultBodyLimit::max(SUBMIT_BODY_LIMIT)))
             .route("/results/{file}", get(results::download))
+            .route("/sim/stats", get(introspect::stats))
+            .route("/sim/tasks", get(introspect::tasks))
             .fallback(|| async { replies::not_found() })
             .method_not_allowed_fallback(|| async {
                 replies::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")

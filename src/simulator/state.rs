@@ -37,6 +37,8 @@ pub(super) struct State {
     pub fault_rng: fastrand::Rng,
     /// Submits accepted so far; feeds per-task jitter, seeds and colours.
     pub seq: u64,
+    /// Where `polling_url` and result URLs point; starts as `SimConfig::public_base`.
+    pub public_base: Option<String>,
 }
 
 impl Simulator {
@@ -50,6 +52,7 @@ impl Simulator {
             faults: cfg.faults,
             fault_rng: fastrand::Rng::with_seed(cfg.seed),
             seq: 0,
+            public_base: cfg.public_base.as_deref().map(trim_base),
         };
         Arc::new(Simulator {
             signer: Signer::new(),
@@ -81,7 +84,7 @@ impl Simulator {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Unix milliseconds of a tokio instant.
+    /// Unix milliseconds of a tokio instant (the start anchor plus the instant's offset from it).
     pub(super) fn unix_ms(&self, t: Instant) -> u64 {
         let since = u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
         self.epoch_unix_ms.saturating_add(since)
@@ -132,6 +135,16 @@ impl Simulator {
         })
     }
 
+    /// Builds later `polling_url`s and result URLs on `base` (`scheme://host:port`), or on the
+    /// submit's Host header when `None`. Tasks already accepted keep the base they were given.
+    pub fn set_public_base(&self, base: Option<String>) {
+        self.lock().public_base = base.as_deref().map(trim_base);
+    }
+
+    pub(super) fn public_base(&self) -> Option<String> {
+        self.lock().public_base.clone()
+    }
+
     pub fn set_faults(&self, f: Faults) {
         self.lock().faults = f;
     }
@@ -157,4 +170,8 @@ impl Simulator {
         let known = self.cfg.keys.is_empty() || self.cfg.keys.iter().any(|k| k == key);
         known && !self.lock().revoked.contains(key)
     }
+}
+
+fn trim_base(base: &str) -> String {
+    base.trim_end_matches('/').to_owned()
 }

@@ -61,10 +61,7 @@ pub(super) async fn submit(
         Ok(job) => job,
         Err(r) => return replies::unprocessable(&r),
     };
-    let base = match &sim.cfg.public_base {
-        Some(b) => b.trim_end_matches('/').to_owned(),
-        None => base_url(&headers, &uri),
-    };
+    let base = sim.public_base().unwrap_or_else(|| base_url(&headers, &uri));
     let request = Accepted { model, key: key.unwrap_or_default(), job, triggers, body: value, base };
     match sim.accept(request) {
         Ok(reply) => (StatusCode::OK, axum::Json(reply)).into_response(),
@@ -143,10 +140,11 @@ impl Simulator {
             image: Arc::default(),
         };
         st.table.insert(id.clone(), task, kontext_max, now);
+        let body = if self.cfg.record_bodies { a.body } else { without_images(a.body) };
         st.received.push(Received {
             path: format!("/v1/{}", a.model.path),
             key: a.key.to_owned(),
-            body: a.body,
+            body,
             input_dims: a.job.input_dims,
         });
         Ok(json!({
@@ -157,6 +155,21 @@ impl Simulator {
             "output_mp": output_mp,
         }))
     }
+}
+
+/// The body with each `input_image*` string replaced by its length, so a long benchmark's record
+/// stays small (`SimConfig::record_bodies = false`).
+fn without_images(mut body: Value) -> Value {
+    if let Some(fields) = body.as_object_mut() {
+        for (name, value) in fields.iter_mut() {
+            if name.starts_with("input_image")
+                && let Some(s) = value.as_str()
+            {
+                *value = json!(s.len());
+            }
+        }
+    }
+    body
 }
 
 /// Megapixels to two decimals, as BFL reports them.
@@ -178,4 +191,20 @@ fn run_time(model: &Model, t: &Triggers, scale: f64, rng: &mut fastrand::Rng) ->
     }
     // Too long to represent is as good as forever.
     Duration::try_from_secs_f64(secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrecorded_bodies_keep_every_field_but_image_data() {
+        let body =
+            json!({"prompt": "p", "input_image": "aGVsbG8=", "input_image_8": "https://x/y.png", "seed": 3});
+        assert_eq!(
+            without_images(body),
+            json!({"prompt": "p", "input_image": 8, "input_image_8": 15, "seed": 3})
+        );
+        assert_eq!(without_images(json!({"input_image": 5})), json!({"input_image": 5}));
+    }
 }

@@ -127,6 +127,11 @@ impl Table {
     pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
         self.tasks.get_mut(id)
     }
+
+    /// Every task ever accepted, with its id, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Task)> {
+        self.tasks.iter().map(|(id, t)| (id.as_str(), t))
+    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,35 @@ impl TestApp {
         self.post_json("/v1/images/generations", &body).await
     }
 
+    /// A multipart edit with a Content-Length, as the Python SDK sends it.
+    pub async fn edit(&self, parts: Vec<crate::uploads::Part>) -> Reply {
+        let body = crate::uploads::multipart(parts);
+        let response = self
+            .http
+            .post(format!("{}/v1/images/edits", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={}", crate::uploads::BOUNDARY))
+            .body(body)
+            .send()
+            .await
+            .expect("gateway answers");
+        read(response).await
+    }
+
+    /// The same, streamed in small chunks with no Content-Length, as the Node SDK sends files.
+    pub async fn edit_chunked(&self, parts: Vec<crate::uploads::Part>) -> Reply {
+        let body = crate::uploads::multipart(parts);
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(997).map(|c| Ok(c.to_vec())).collect();
+        let response = self
+            .http
+            .post(format!("{}/v1/images/edits", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={}", crate::uploads::BOUNDARY))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+            .send()
+            .await
+            .expect("gateway answers");
+        read(response).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("gateway answers");
         read(response).await

@@ -1,9 +1,11 @@
 //! Integration tests: the real router on port 0 against the BFL simulator on port 0, over HTTP.
 
 mod helpers;
+mod uploads;
 
 mod allow_list;
 mod capacity;
+mod edits;
 mod generations;
 mod models_and_probes;
 mod shutdown;

@@ -1,0 +1,127 @@
+//! `memory`: the gateway's resident memory idle and with 10,000 generations in flight
+//! (`[slow:20000]` jobs, opened in batches), next to the simulator's, which holds the same 10,000
+//! tasks at the same moment.
+
+use std::time::{Duration, Instant};
+
+use crate::client;
+use crate::procs::{self, Memory, SimOptions};
+use crate::report::{Fig, Report, Target};
+
+pub const IN_FLIGHT: usize = 10_000;
+const BATCH: usize = 500;
+const PAUSE: Duration = Duration::from_millis(50);
+/// flux-2-pro's first poll comes 3 s after submit, which leaves the CPU to the submits first.
+const MODEL: &str = "flux-2-pro";
+const JOB: Duration = Duration::from_secs(20);
+const TARGET_BYTES: f64 = 200e6;
+
+pub async fn run(report: &mut Report) -> Result<(), String> {
+    let sim = procs::simulator(&SimOptions { name: "memory", time_scale: 1.0, task_cap: 100_000 })?;
+    let cap = [("FLUXGATE__UPSTREAM__TASK_CAP", "100000")];
+    let mut gw = procs::gateway("memory", &sim.base, &cap).await?;
+    let http = client::http();
+    client::generate(&http, &gw.base, MODEL, "warm [slow:0]").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gone = |who: &str| format!("cannot read the {who}'s /proc status");
+    let (g_idle, s_idle) =
+        (gw.proc.memory().ok_or(gone("gateway"))?, sim.proc.memory().ok_or(gone("simulator"))?);
+
+    eprintln!("memory: opening {IN_FLIGHT} requests of {} s each…", JOB.as_secs());
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(IN_FLIGHT);
+    for i in 0..IN_FLIGHT {
+        if i > 0 && i % BATCH == 0 {
+            tokio::time::sleep(PAUSE).await;
+        }
+        let (h, base) = (http.clone(), gw.base.clone());
+        let prompt = format!("memory {i} [slow:{}]", JOB.as_millis());
+        handles.push(tokio::spawn(async move { client::generate(&h, &base, MODEL, &prompt).await }));
+    }
+    let opened = started.elapsed();
+
+    // Jobs start finishing JOB after the first submit, so waiting longer cannot raise the count.
+    let mut active = 0;
+    while started.elapsed() < JOB - Duration::from_secs(2) {
+        gw.proc.check_alive()?;
+        active = client::sim_stats(&http, &sim.base).await?["active"].as_u64().unwrap_or(0) as usize;
+        if active >= IN_FLIGHT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reached = started.elapsed();
+    let (g_busy, s_busy) =
+        (gw.proc.memory().ok_or(gone("gateway"))?, sim.proc.memory().ok_or(gone("simulator"))?);
+    eprintln!("memory: sampled at {active} active upstream tasks; letting the jobs finish…");
+
+    // Every job ends JOB after its submit; give replies 15 s more, then give up on the rest.
+    let deadline = tokio::time::Instant::from_std(started + opened + JOB + Duration::from_secs(15));
+    let (mut ok, mut failed, mut unfinished, mut first_error) = (0, 0, 0, None);
+    for h in handles {
+        let abort = h.abort_handle();
+        match tokio::time::timeout_at(deadline, h).await {
+            Ok(Ok(Ok(()))) => ok += 1,
+            Ok(Ok(Err(e))) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(_) => {
+                abort.abort();
+                unfinished += 1;
+            }
+        }
+    }
+
+    let n = format!("{active} in flight");
+    let under = |m: Memory| Target::new("< 200 MB", m.rss_kb as f64 * 1024.0 < TARGET_BYTES);
+    report.add("memory", "RSS idle", Fig::kb(g_idle.rss_kb), "simulator idle", Fig::kb(s_idle.rss_kb), None);
+    report.add(
+        "memory",
+        format!("RSS, {n}"),
+        Fig::kb(g_busy.rss_kb),
+        "simulator, same tasks",
+        Fig::kb(s_busy.rss_kb),
+        under(g_busy),
+    );
+    let hwm = Memory { rss_kb: g_busy.hwm_kb, hwm_kb: g_busy.hwm_kb };
+    report.add(
+        "memory",
+        "peak RSS (VmHWM)",
+        Fig::kb(g_busy.hwm_kb),
+        "simulator VmHWM",
+        Fig::kb(s_busy.hwm_kb),
+        under(hwm),
+    );
+    let per = |busy: Memory, idle: Memory| {
+        Fig::Bytes(busy.rss_kb.saturating_sub(idle.rss_kb) as f64 * 1024.0 / active.max(1) as f64)
+    };
+    report.add(
+        "memory",
+        "RSS growth per request in flight",
+        per(g_busy, g_idle),
+        "simulator, per task",
+        per(s_busy, s_idle),
+        None,
+    );
+    report.note(
+        "memory",
+        format!(
+            "{active} of {IN_FLIGHT} tasks active upstream {:.1} s after the first request (all opened in {:.1} s); \
+             replies: {ok} ok, {failed} failed, {unfinished} unfinished at the deadline",
+            reached.as_secs_f64(),
+            opened.as_secs_f64()
+        ),
+    );
+    if active < IN_FLIGHT {
+        report.note("memory", "fewer tasks than requests reached the simulator: the gateway queued the rest (is FLUXGATE__UPSTREAM__TASK_CAP supported?)");
+    }
+    if let Some(e) = first_error {
+        report.note("memory", format!("first error: {e}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The request body as multer sees it: at most one piece of at most 64 KiB per poll, and a
+//! budget for bytes multer holds that never reach us as part data (headers, preamble).
+//!
+//! multer pulls from its stream until it is not ready and buffers everything it pulled, and it
+//! looks for the end of part headers without a limit. Metering keeps its buffer to a few pieces
+//! however fast the client sends and however long a header runs.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::BodyDataStream;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+const PIECE: usize = 64 * 1024;
+/// Bytes pulled but not (yet) delivered as part data. Part headers and boundaries of a well-formed
+/// body come to a few KiB; the rest is the piece or two multer holds while looking for a boundary.
+pub(super) const OVERHEAD_BUDGET: u64 = 1024 * 1024;
+
+/// Why the metered stream failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MeterError {
+    #[error("the request body could not be read: {0}")]
+    Body(axum::Error),
+    #[error("multipart part headers or preamble too long")]
+    Overrun,
+}
+
+/// Counts the part bytes the reader has received; shared with the `Metered` stream.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Delivered(Arc<AtomicU64>);
+
+impl Delivered {
+    pub(super) fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+pub(super) struct Metered {
+    inner: BodyDataStream,
+    /// The rest of a frame larger than `PIECE`, handed out over the next polls.
+    rest: Bytes,
+    pulled: u64,
+    delivered: Delivered,
+    /// A piece went out on the last poll; this one says "not ready" so multer works on it first.
+    paused: bool,
+    done: bool,
+}
+
+impl Metered {
+    pub(super) fn new(inner: BodyDataStream, delivered: Delivered) -> Metered {
+        Metered { inner, rest: Bytes::new(), pulled: 0, delivered, paused: false, done: false }
+    }
+
+    fn hand_out(&mut self) -> Poll<Option<Result<Bytes, MeterError>>> {
+        let piece = self.rest.split_to(self.rest.len().min(PIECE));
+        self.pulled += piece.len() as u64;
+        self.paused = true;
+        Poll::Ready(Some(Ok(piece)))
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, MeterError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.paused {
+            this.paused = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let delivered = this.delivered.0.load(Ordering::Relaxed);
+        if this.pulled.saturating_sub(delivered) > OVERHEAD_BUDGET {
+            this.done = true;
+            return Poll::Ready(Some(Err(MeterError::Overrun)));
+        }
+        if !this.rest.is_empty() {
+            return this.hand_out();
+        }
+        loop {
+            match this.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.is_empty() => continue,
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.rest = frame;
+                    return this.hand_out();
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(MeterError::Body(e))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

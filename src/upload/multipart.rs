@@ -1,0 +1,116 @@
+//! The multipart form of an edit request, streamed part by part: text parts become `Fields`,
+//! `image` / `image[]` parts become checked references in upload order, `mask` is refused.
+
+use axum::body::Body;
+
+use super::intake::Intake;
+use super::meter::{Delivered, MeterError, Metered};
+use super::{EditUpload, Reference, UploadLimits, body_error, mask_unsupported, too_many_images};
+use crate::error::ApiError;
+
+/// Reads a `multipart/form-data` body; `content_type` is the request's Content-Type header value.
+pub async fn read_multipart(
+    content_type: &str,
+    body: Body,
+    limits: &UploadLimits,
+) -> Result<EditUpload, ApiError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| body_error("the Content-Type must be multipart/form-data with a boundary"))?;
+    let delivered = Delivered::default();
+    let stream = Metered::new(body.into_data_stream(), delivered.clone());
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut upload = EditUpload::default();
+    let mut text_left = limits.max_text_bytes.saturating_mul(2);
+    let mut parts = 0usize;
+
+    while let Some(mut part) = multipart.next_field().await.map_err(malformed)? {
+        parts += 1;
+        if parts > limits.max_parts {
+            return Err(body_error(format!("the form has more than {} parts", limits.max_parts)));
+        }
+        let Some(name) = part.name().map(str::to_owned) else {
+            return Err(body_error("a form part has no name in its Content-Disposition"));
+        };
+        let is_file = part.file_name().is_some() || matches!(name.as_str(), "image" | "image[]" | "mask");
+        match name.as_str() {
+            "mask" => {
+                while let Some(chunk) = part.chunk().await.map_err(malformed)? {
+                    if !chunk.is_empty() {
+                        return Err(mask_unsupported());
+                    }
+                }
+            }
+            "image" | "image[]" if is_file => {
+                let index = upload.references.len();
+                if index >= limits.max_images {
+                    return Err(too_many_images("image", limits.max_images));
+                }
+                let mut intake = Intake::new(index, "image", limits);
+                while let Some(chunk) = part.chunk().await.map_err(malformed)? {
+                    delivered.add(chunk.len());
+                    intake.push(&chunk).await?;
+                }
+                upload.references.push(Reference::Image(intake.finish().await?));
+            }
+            _ if is_file => {
+                return Err(ApiError::invalid(
+                    name.as_str(),
+                    format!("unexpected file field `{name}`; send reference images as `image` or `image[]`"),
+                ));
+            }
+            _ => {
+                let mut value = Vec::new();
+                while let Some(chunk) = part.chunk().await.map_err(malformed)? {
+                    delivered.add(chunk.len());
+                    if value.len() + chunk.len() > limits.max_text_bytes {
+                        let message =
+                            format!("the form field `{name}` is larger than {} bytes", limits.max_text_bytes);
+                        return Err(ApiError::too_large(Some(name), message));
+                    }
+                    if chunk.len() > text_left {
+                        let total = limits.max_text_bytes.saturating_mul(2);
+                        let message =
+                            format!("the form's text fields together are larger than {total} bytes");
+                        return Err(ApiError::too_large(None, message));
+                    }
+                    text_left -= chunk.len();
+                    value.extend_from_slice(&chunk);
+                }
+                let value = String::from_utf8(value).map_err(|_| {
+                    ApiError::invalid(name.as_str(), format!("`{name}` is not valid UTF-8 text"))
+                })?;
+                upload.fields.insert_text(name, value);
+            }
+        }
+    }
+    Ok(upload)
+}
+
+/// A multipart error is the client's: a malformed body (400), a body over the server's limit
+/// (413), or a body that stopped arriving (400; the client is usually gone by then).
+fn malformed(error: multer::Error) -> ApiError {
+    if let multer::Error::StreamReadFailed(source) = &error {
+        match source.downcast_ref::<MeterError>() {
+            Some(MeterError::Overrun) => {
+                return body_error("malformed multipart body: part headers or preamble are too long");
+            }
+            Some(MeterError::Body(e)) if over_length_limit(e) => {
+                return ApiError::too_large(None, "the request body is too large");
+            }
+            _ => return body_error("the request body could not be read"),
+        }
+    }
+    body_error(format!("malformed multipart body: {error}"))
+}
+
+/// A body limit layer (http-body-util `Limited`) reports itself only through its message.
+fn over_length_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
