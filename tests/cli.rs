@@ -1,0 +1,105 @@
+//! The binary's public interface: environment variable names, start-up validation with a
+//! one-line reason, and a clean exit on SIGTERM.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn fluxgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fluxgate"));
+    // Start from a clean slate whatever the machine's environment holds.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLUXGATE__") || key == "BFL_API_KEY" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("the binary runs")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[test]
+fn serve_without_a_bfl_key_exits_nonzero_with_one_line_naming_the_variable() {
+    let out = run(fluxgate().arg("serve"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().expect("a reason");
+    assert!(last.contains("FLUXGATE__UPSTREAM__KEYS"), "{stderr}");
+}
+
+#[test]
+fn invalid_settings_are_refused_at_start_up() {
+    let cases = [
+        ("FLUXGATE__SERVER__LISTEN", "not-an-address", "server.listen"),
+        ("FLUXGATE__UPSTREAM__BASE_URL", "https://evil.example.com", "upstream.base_url"),
+        ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "*", "upstream.allowed_hosts"),
+    ];
+    for (var, value, named) in cases {
+        let out = run(fluxgate().arg("serve").env("FLUXGATE__UPSTREAM__KEYS", "k").env(var, value));
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.lines().last().is_some_and(|l| l.contains(named)), "{var}: {stderr}");
+    }
+    let http = run(fluxgate()
+        .arg("serve")
+        .env("BFL_API_KEY", "k")
+        .env("FLUXGATE__UPSTREAM__BASE_URL", "http://api.bfl.ai"));
+    assert!(!http.status.success(), "plain http needs FLUXGATE__UPSTREAM__ALLOW_HTTP");
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigterm() {
+    let port = free_port();
+    let child = fluxgate()
+        .arg("serve")
+        .env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLUXGATE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
+        .env("FLUXGATE__UPSTREAM__KEYS", "key-one,key-two")
+        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1,localhost")
+        .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut running = Running(child);
+    let started = Instant::now();
+    let ready = loop {
+        let out = run(fluxgate().arg("health").env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")));
+        if out.status.success() {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ready, "the gateway answered /healthz on the configured port");
+    let pid = running.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    let status = running.0.wait().expect("exits");
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    let mut log = String::new();
+    if let Some(mut stderr) = running.0.stderr.take() {
+        use std::io::Read;
+        let _ = stderr.read_to_string(&mut log);
+    }
+    assert!(log.contains("keys=2"), "both keys were read: {log}");
+    assert!(!log.contains("key-one") && !log.contains("key-two"), "keys never appear in logs");
+}
