@@ -246,7 +246,10 @@ impl TryFrom<RawSettings> for Settings {
 
 fn uploads(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
     if raw.max_file_bytes == 0 || raw.max_parts == 0 || raw.max_json_bytes < 1024 {
-        return Err(invalid("uploads", "max_file_bytes and max_parts must be positive, max_json_bytes at least 1024"));
+        return Err(invalid(
+            "uploads",
+            "max_file_bytes and max_parts must be positive, max_json_bytes at least 1024",
+        ));
     }
     let spool_dir = raw.spool_dir.trim();
     Ok(UploadSettings {

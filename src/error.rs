@@ -103,7 +103,9 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            ApiError::InvalidRequest { param, .. } | ApiError::PayloadTooLarge { param, .. } => param.as_deref(),
+            ApiError::InvalidRequest { param, .. } | ApiError::PayloadTooLarge { param, .. } => {
+                param.as_deref()
+            }
             ApiError::ModelNotFound(_) => Some("model"),
             _ => None,
         }

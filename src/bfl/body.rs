@@ -87,7 +87,11 @@ impl SubmitBody {
 
     /// Exact byte length of the body.
     pub fn content_length(&self) -> u64 {
-        let images: u64 = self.images.iter().map(|(name, image)| separator(name).len() as u64 + image.base64_len() + 1).sum();
+        let images: u64 = self
+            .images
+            .iter()
+            .map(|(name, image)| separator(name).len() as u64 + image.base64_len() + 1)
+            .sum();
         self.head.len() as u64 + images + 1
     }
 

@@ -53,7 +53,12 @@ impl BflClient {
     }
 
     /// POSTs a job. `Err(BflError::Rejected)` carries BFL's status and detail.
-    pub async fn submit(&self, key: &SecretString, path: &str, body: &SubmitBody) -> Result<SubmitReply, BflError> {
+    pub async fn submit(
+        &self,
+        key: &SecretString,
+        path: &str,
+        body: &SubmitBody,
+    ) -> Result<SubmitReply, BflError> {
         let url = self.submit_url(path);
         self.check(&url)?;
         let response = self

@@ -175,7 +175,11 @@ impl ImageJob {
             let editors: Vec<&str> = catalog.iter().filter(|m| m.max_refs > 0).map(|m| m.id).collect();
             return Err(ApiError::invalid(
                 "model",
-                format!("{} generates only and cannot edit; edit with one of: {}", model.id, editors.join(", ")),
+                format!(
+                    "{} generates only and cannot edit; edit with one of: {}",
+                    model.id,
+                    editors.join(", ")
+                ),
             ));
         }
         if references.is_empty() {

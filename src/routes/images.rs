@@ -28,8 +28,12 @@ pub async fn edits(
     body: Body,
 ) -> Result<Json<ImagesResponse>, ApiError> {
     let upload = read_edit(&state, &headers, body).await?;
-    let job =
-        ImageJob::parse_edit(&upload.fields, upload.references, &state.catalog, &state.settings.server.default_model)?;
+    let job = ImageJob::parse_edit(
+        &upload.fields,
+        upload.references,
+        &state.catalog,
+        &state.settings.server.default_model,
+    )?;
     run(&state, job).await.map(Json)
 }
 
@@ -40,10 +44,13 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
         return upload::read_multipart(content_type, body, &uploads.limits).await;
     }
     let bytes = to_bytes(body, uploads.max_json_bytes).await.map_err(|_| {
-        ApiError::too_large(None, format!(
-            "a JSON edit body may be at most {} bytes; send large images as multipart/form-data",
-            uploads.max_json_bytes
-        ))
+        ApiError::too_large(
+            None,
+            format!(
+                "a JSON edit body may be at most {} bytes; send large images as multipart/form-data",
+                uploads.max_json_bytes
+            ),
+        )
     })?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => upload::read_json(map, &uploads.limits).await,

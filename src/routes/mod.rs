@@ -18,7 +18,8 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/models/{id}", get(models::get))
         .layer(DefaultBodyLimit::max(state.settings.server.max_json_bytes));
     // Edits stream their uploads and enforce per-file and per-part limits themselves.
-    let edits = Router::new().route("/v1/images/edits", post(images::edits)).layer(DefaultBodyLimit::disable());
+    let edits =
+        Router::new().route("/v1/images/edits", post(images::edits)).layer(DefaultBodyLimit::disable());
     json.merge(edits)
 }
 

@@ -70,7 +70,8 @@ async fn klein_takes_four_and_kontext_one_with_their_own_knobs() {
     let body = app.last_submit().body;
     assert_eq!((body["aspect_ratio"].as_str(), body["safety_tolerance"].as_u64()), (Some("16:9"), Some(4)));
 
-    let mut flex = vec![text("model", "flux-2-flex"), text("prompt", "p"), text("steps", "20"), text("guidance", "4.5")];
+    let mut flex =
+        vec![text("model", "flux-2-flex"), text("prompt", "p"), text("steps", "20"), text("guidance", "4.5")];
     flex.extend(references("image[]", 2));
     let reply = app.edit(flex).await;
     expect_references(&app, &reply, "flux-2-flex", 2).await;
@@ -92,7 +93,8 @@ async fn a_chunked_upload_without_content_length_works() {
 #[tokio::test]
 async fn the_json_form_takes_data_urls_and_https_urls() {
     let app = spawn_app().await;
-    let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png(96, 80)));
+    let data_url =
+        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png(96, 80)));
     let reply = app
         .post_json(
             "/v1/images/edits",
@@ -128,8 +130,20 @@ async fn every_edit_rejection_is_an_openai_error_and_nothing_reaches_bfl() {
         ("two on kontext", "flux-kontext-pro", ok(2), 400, "image"),
         ("generation-only model", "flux-pro-1.1", ok(1), 400, "model"),
         ("32x32", "flux-2-pro", vec![file("image", png(32, 32))], 400, "image[0]"),
-        ("3000x3000", "flux-2-pro", vec![file("image[]", png(64, 64)), file("image[]", png(3000, 3000))], 400, "image[1]"),
-        ("100000x100000 header", "flux-2-pro", vec![file("image", png_header_only(100_000, 100_000))], 400, "image[0]"),
+        (
+            "3000x3000",
+            "flux-2-pro",
+            vec![file("image[]", png(64, 64)), file("image[]", png(3000, 3000))],
+            400,
+            "image[1]",
+        ),
+        (
+            "100000x100000 header",
+            "flux-2-pro",
+            vec![file("image", png_header_only(100_000, 100_000))],
+            400,
+            "image[0]",
+        ),
         ("random bytes", "flux-2-pro", vec![file("image", random)], 400, "image[0]"),
         ("truncated png", "flux-2-pro", vec![file("image", truncated)], 400, "image[0]"),
         ("over the size cap", "flux-2-pro", vec![file("image", noisy_png(400, 400))], 413, "image[0]"),
@@ -145,9 +159,11 @@ async fn every_edit_rejection_is_an_openai_error_and_nothing_reaches_bfl() {
         assert_eq!(reply.error_type(), Some("invalid_request_error"), "{label}");
         assert_eq!(reply.header("x-should-retry"), Some("false"), "{label}");
     }
-    let empty_prompt = app.edit(vec![text("model", "flux-2-pro"), text("prompt", " "), file("image", png(64, 64))]).await;
+    let empty_prompt =
+        app.edit(vec![text("model", "flux-2-pro"), text("prompt", " "), file("image", png(64, 64))]).await;
     assert_eq!((empty_prompt.status, empty_prompt.error_param()), (400, Some("prompt")));
-    let file_id = app.post_json("/v1/images/edits", &json!({"prompt": "x", "images": [{"file_id": "file-1"}]})).await;
+    let file_id =
+        app.post_json("/v1/images/edits", &json!({"prompt": "x", "images": [{"file_id": "file-1"}]})).await;
     assert_eq!(file_id.status, 400, "{}", file_id.body);
     assert_eq!(app.sim.submit_attempts(), 0, "nothing reached BFL");
     assert_eq!(std::fs::read_dir(spool.path()).expect("spool dir").count(), 0, "temporary files are gone");

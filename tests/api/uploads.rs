@@ -6,7 +6,9 @@ use image::{ImageFormat, RgbImage};
 
 /// A real image of `width`×`height` in `format`, with a little texture so it is not trivial.
 pub fn image_bytes(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
-    let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x ^ y) % 239) as u8]));
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x ^ y) % 239) as u8])
+    });
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, format).expect("encodes");
     out.into_inner()
@@ -61,7 +63,9 @@ pub fn multipart(parts: Vec<Part>) -> Vec<u8> {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
         match part {
             Part::Text(name, value) => {
-                body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes());
+                body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+                );
                 body.extend_from_slice(value.as_bytes());
             }
             Part::File(name, filename, kind, bytes) => {
