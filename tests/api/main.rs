@@ -6,6 +6,7 @@ mod uploads;
 mod allow_list;
 mod capacity;
 mod edits;
+mod fuzz;
 mod generations;
 mod models_and_probes;
 mod shutdown;
