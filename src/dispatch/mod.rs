@@ -140,18 +140,18 @@ impl Inner {
                 return drop(reply.send(Err(e)));
             }
         };
-        let outcome = self.follow(&lease, &job, accepted, deadline).await;
-        let _ = reply.send(outcome.map_err(|(e, hold)| {
-            if let Some(until) = hold {
-                // BFL still runs a task we cannot poll: keep its slot until it must be over.
-                let lease_until = (lease, until);
-                tokio::spawn(async move {
-                    sleep_until(lease_until.1).await;
-                    drop(lease_until.0);
-                });
+        match self.follow(&lease, &job, accepted, deadline).await {
+            Ok(finished) => drop(reply.send(Ok(finished))),
+            Err((e, hold)) => {
+                drop(reply.send(Err(e)));
+                if let Some(until) = hold {
+                    // BFL still runs a task we cannot follow: its slot stays taken until the task
+                    // must be over.
+                    sleep_until(until).await;
+                }
             }
-            e
-        }));
+        }
+        drop(lease);
     }
 
     /// Polls an accepted task to its end. An error may come with an instant until which the slot
