@@ -68,7 +68,8 @@ fn main() -> ExitCode {
     for s in chosen {
         let needed = fds_needed(s);
         if let Some(n) = fds.filter(|n| *n < needed) {
-            report.note(s, format!("skipped: needs an open-file limit of at least {needed}, have {n}; run `ulimit -n {RECOMMENDED_FDS}`"));
+            let why = format!("needs an open-file limit of at least {needed}, have {n}");
+            report.note(s, format!("skipped: {why}; run `ulimit -n {RECOMMENDED_FDS}` first"));
             all_ran = false;
             continue;
         }

@@ -47,6 +47,9 @@ enum Command {
         /// Active flux-kontext-max tasks allowed per key (BFL: 6).
         #[arg(long, default_value_t = 6)]
         kontext_max_cap: usize,
+        /// Keep submit bodies without their input_image* data (bounded memory in long benchmarks).
+        #[arg(long)]
+        no_record_bodies: bool,
     },
 }
 

@@ -91,7 +91,14 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
         Fig::kb(sim_mem.hwm_kb),
         None,
     );
-    report.add("edits", "RSS idle", Fig::kb(idle.rss_kb), "RSS after the edits", Fig::kb(end.rss_kb), None);
+    report.add(
+        "edits",
+        "RSS after the edits",
+        Fig::kb(end.rss_kb),
+        "its own RSS idle, before",
+        Fig::kb(idle.rss_kb),
+        None,
+    );
     report.note(
         "edits",
         format!(

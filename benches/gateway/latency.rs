@@ -25,37 +25,16 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
     let sim = procs::simulator(&SimOptions { name: "latency", time_scale: 1.0, task_cap: 100_000 })?;
     let cap = [("FLUXGATE__UPSTREAM__TASK_CAP", "100000")];
     let mut gw = procs::gateway("latency", &sim.base, &cap).await?;
-    let http = client::http();
-    // Warm both paths (connections, lazy statics) before measuring.
-    for i in 0..3 {
-        client::generate(&http, &gw.base, MODEL, &format!("warm {i} [slow:0]")).await?;
-        client::direct(&http, &sim.base, MODEL, &format!("warm {i} [slow:0]"), FAST).await?;
-    }
+    let ways = Ways { http: client::http(), sim: sim.base.clone(), gateway: gw.base.clone() };
     for (concurrency, n) in RUNS {
-        eprintln!("latency: {n} requests at concurrency {concurrency}…");
-        let direct = |schedule: Schedule, tag: &'static str| {
-            let (http, base) = (http.clone(), sim.base.clone());
-            load::run(n, concurrency, move |i| {
-                let (http, base) = (http.clone(), base.clone());
-                async move { client::direct(&http, &base, MODEL, &format!("{tag} {i} {JOB}"), schedule).await }
-            })
-        };
-        let fast = direct(FAST, "direct-fast").await;
-        let alike = direct(GATEWAY_LIKE, "direct-alike").await;
-        let (h, base) = (http.clone(), gw.base.clone());
-        let gateway =
-            load::run(n, concurrency, move |i| {
-                let (http, base) = (h.clone(), base.clone());
-                async move {
-                    client::generate(&http, &base, MODEL, &format!("gateway {i} {JOB}")).await.map(|()| 0)
-                }
-            })
-            .await;
+        eprintln!("latency: {n} requests at concurrency {concurrency}, three ways…");
+        let fast = ways.measure(Way::Fast, n, concurrency).await;
+        let alike = ways.measure(Way::Alike, n, concurrency).await;
+        let gateway = ways.measure(Way::Gateway, n, concurrency).await;
         gw.proc.check_alive()?;
         let c = format!("c={concurrency}");
-        for (label, base) in [("direct, 10 ms polls", &fast), ("direct, gateway's poll times", &alike)] {
-            rows(report, &c, &gateway, label, base, std::ptr::eq(base, &alike));
-        }
+        rows(report, &c, &gateway, "direct, 10 ms polls", &fast, false);
+        rows(report, &c, &gateway, "direct, gateway's poll times", &alike, true);
         for (label, b) in
             [("gateway", &gateway), ("direct, 10 ms polls", &fast), ("direct, gateway's poll times", &alike)]
         {
@@ -65,6 +44,53 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    /// Direct, polling every 10 ms.
+    Fast,
+    /// Direct, polling when the gateway would.
+    Alike,
+    Gateway,
+}
+
+struct Ways {
+    http: reqwest::Client,
+    sim: String,
+    gateway: String,
+}
+
+impl Ways {
+    /// A warm-up batch of instant jobs at the same concurrency (so every way starts with warm
+    /// connection pools, the steady state of a busy gateway), then the measured batch.
+    async fn measure(&self, way: Way, n: usize, concurrency: usize) -> Batch<u32> {
+        self.batch(way, n.min(concurrency), concurrency, "warm", "[slow:0]").await;
+        self.batch(way, n, concurrency, "timed", JOB).await
+    }
+
+    async fn batch(
+        &self,
+        way: Way,
+        n: usize,
+        concurrency: usize,
+        tag: &'static str,
+        job: &'static str,
+    ) -> Batch<u32> {
+        let (http, sim, gateway) = (self.http.clone(), self.sim.clone(), self.gateway.clone());
+        load::run(n, concurrency, move |i| {
+            let (http, sim, gateway) = (http.clone(), sim.clone(), gateway.clone());
+            async move {
+                let prompt = format!("latency {tag} {i} {job}");
+                match way {
+                    Way::Fast => client::direct(&http, &sim, MODEL, &prompt, FAST).await,
+                    Way::Alike => client::direct(&http, &sim, MODEL, &prompt, GATEWAY_LIKE).await,
+                    Way::Gateway => client::generate(&http, &gateway, MODEL, &prompt).await.map(|()| 0),
+                }
+            }
+        })
+        .await
+    }
 }
 
 fn rows<A, B>(

@@ -1,8 +1,12 @@
 //! `memory`: the gateway's resident memory idle and with 10,000 generations in flight
 //! (`[slow:20000]` jobs, opened in batches), next to the simulator's, which holds the same 10,000
-//! tasks at the same moment.
+//! tasks at the same moment, and next to the HTTP layer's own floor: a fresh simulator holding
+//! 10,000 requests whose bodies never arrive.
 
 use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::client;
 use crate::procs::{self, Memory, SimOptions};
@@ -17,6 +21,8 @@ const JOB: Duration = Duration::from_secs(20);
 const TARGET_BYTES: f64 = 200e6;
 
 pub async fn run(report: &mut Report) -> Result<(), String> {
+    eprintln!("memory: HTTP floor, {IN_FLIGHT} half-sent requests to a fresh simulator…");
+    let (floor_idle, floor_busy) = http_floor().await?;
     let sim = procs::simulator(&SimOptions { name: "memory", time_scale: 1.0, task_cap: 100_000 })?;
     let cap = [("FLUXGATE__UPSTREAM__TASK_CAP", "100000")];
     let mut gw = procs::gateway("memory", &sim.base, &cap).await?;
@@ -108,20 +114,59 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
         per(s_busy, s_idle),
         None,
     );
+    report.add(
+        "memory",
+        "RSS growth per request in flight",
+        per(g_busy, g_idle),
+        "HTTP floor: open request, no task",
+        per(floor_busy, floor_idle),
+        None,
+    );
     report.note(
         "memory",
         format!(
-            "{active} of {IN_FLIGHT} tasks active upstream {:.1} s after the first request (all opened in {:.1} s); \
-             replies: {ok} ok, {failed} failed, {unfinished} unfinished at the deadline",
+            "{active} of {IN_FLIGHT} tasks active upstream {:.1} s after the first request \
+             (all opened in {:.1} s); replies: {ok} ok, {failed} failed, \
+             {unfinished} unfinished at the deadline",
             reached.as_secs_f64(),
             opened.as_secs_f64()
         ),
     );
     if active < IN_FLIGHT {
-        report.note("memory", "fewer tasks than requests reached the simulator: the gateway queued the rest (is FLUXGATE__UPSTREAM__TASK_CAP supported?)");
+        let why = "the gateway queued the rest (does it honour FLUXGATE__UPSTREAM__TASK_CAP?)";
+        report.note("memory", format!("fewer tasks than requests reached the simulator: {why}"));
     }
     if let Some(e) = first_error {
         report.note("memory", format!("first error: {e}"));
     }
     Ok(())
+}
+
+/// The HTTP server's own cost per open request, in the same stack (axum on hyper): a fresh
+/// simulator holding `IN_FLIGHT` submits whose declared body never comes, so each is a
+/// connection, a hyper task and a handler waiting on the body, and no task exists.
+async fn http_floor() -> Result<(Memory, Memory), String> {
+    let sim = procs::simulator(&SimOptions { name: "memory-floor", time_scale: 1.0, task_cap: 100_000 })?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone = || "cannot read the simulator's /proc status".to_owned();
+    let idle = sim.proc.memory().ok_or_else(gone)?;
+    let addr = sim.base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /v1/flux-2-pro HTTP/1.1\r\nhost: {addr}\r\nx-key: {}\r\n\
+         content-type: application/json\r\ncontent-length: 64\r\n\r\n",
+        procs::KEY
+    );
+    let mut open = Vec::with_capacity(IN_FLIGHT);
+    for i in 0..IN_FLIGHT {
+        if i > 0 && i % BATCH == 0 {
+            tokio::time::sleep(PAUSE).await;
+        }
+        let mut conn = TcpStream::connect(&addr).await.map_err(|e| format!("floor connect {i}: {e}"))?;
+        conn.write_all(head.as_bytes()).await.map_err(|e| format!("floor write {i}: {e}"))?;
+        open.push(conn);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = sim.proc.memory().ok_or_else(gone)?;
+    drop(open);
+    Ok((idle, busy))
 }

@@ -39,7 +39,8 @@ impl Proc {
         std::fs::create_dir_all(LOG_DIR).map_err(|e| format!("{LOG_DIR}: {e}"))?;
         let log = PathBuf::from(LOG_DIR).join(format!("{name}.log"));
         let file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        cmd.stderr(file).stdin(Stdio::null());
+        // Plain log lines in the files (tracing-subscriber honours NO_COLOR).
+        cmd.stderr(file).stdin(Stdio::null()).env("NO_COLOR", "1");
         let child = cmd.spawn().map_err(|e| format!("cannot start {BIN}: {e}"))?;
         Ok(Proc { name: name.to_owned(), child, log })
     }

@@ -50,7 +50,14 @@ impl Fig {
             Fig::PerSec(_) => Fig::PerSec(d.abs()).show(),
             Fig::Num(_) => Fig::Num(d.abs()).show(),
         };
-        format!("{}{shown}", if d < 0.0 { "−" } else { "+" })
+        let sign = if !shown.chars().any(|c| ('1'..='9').contains(&c)) {
+            "±"
+        } else if d < 0.0 {
+            "−"
+        } else {
+            "+"
+        };
+        format!("{sign}{shown}")
     }
 }
 

@@ -100,10 +100,10 @@ mod tests {
         submit(&app, "flux-2-pro", "b [hang] [error]").await;
         submit(&app, "flux-dev", "refused").await;
         let stats = get(&app, "/sim/stats").await;
-        assert_eq!(
-            stats,
-            json!({"active": 2, "peak_active": 2, "rejected_429": 1, "polls": 0, "submit_attempts": 3, "accepted": 2})
-        );
+        let expected = json!({
+            "active": 2, "peak_active": 2, "rejected_429": 1, "polls": 0, "submit_attempts": 3, "accepted": 2
+        });
+        assert_eq!(stats, expected);
         let tasks = get(&app, "/sim/tasks").await;
         let tasks = tasks.as_array().expect("a list");
         assert_eq!(tasks.len(), 2);
