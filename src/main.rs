@@ -114,13 +114,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Err(e) => Err(format!("{url}: {e}")),
             }
         }
-        Command::Simulate { listen, time_scale, keys, task_cap, kontext_max_cap } => {
+        Command::Simulate { listen, time_scale, keys, task_cap, kontext_max_cap, no_record_bodies } => {
             check_scale(time_scale)?;
             let sim = Simulator::new(SimConfig {
                 time_scale,
                 keys,
                 task_cap,
                 kontext_max_cap,
+                record_bodies: !no_record_bodies,
                 ..SimConfig::default()
             });
             let addr = sim.spawn(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
