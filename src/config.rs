@@ -62,6 +62,7 @@ struct RawUpstream {
     not_found_grace_ms: u64,
     max_result_bytes: usize,
     first_poll_scale: f64,
+    max_idle_connections: usize,
     task_cap: usize,
     kontext_max_cap: usize,
     key_caps: Vec<String>,
@@ -126,6 +127,7 @@ pub struct UpstreamSettings {
     pub first_poll_scale: f64,
     pub pool: PoolLimits,
     pub poll_timeout: Duration,
+    pub max_idle_connections: usize,
 }
 
 /// Where settings come from, in increasing priority.
@@ -237,6 +239,7 @@ impl TryFrom<RawSettings> for Settings {
                     credit_cooldown: Duration::from_secs(raw.upstream.credit_cooldown_secs),
                 },
                 poll_timeout: Duration::from_millis(raw.upstream.poll_timeout_ms),
+                max_idle_connections: raw.upstream.max_idle_connections,
             },
             uploads: uploads(&raw.uploads)?,
             models: raw.models,

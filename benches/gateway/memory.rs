@@ -20,32 +20,84 @@ const MODEL: &str = "flux-2-pro";
 const JOB: Duration = Duration::from_secs(20);
 const TARGET_BYTES: f64 = 200e6;
 
+/// How the bench's clients reach the gateway.
+#[derive(Clone, Copy)]
+enum Wire {
+    /// HTTP/1.1: one connection per request in flight, as the OpenAI SDKs talk.
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge), as a load balancer multiplexing onto the gateway
+    /// would: many streams per connection.
+    H2c,
+}
+
+impl Wire {
+    fn label(self) -> String {
+        match self {
+            Wire::Http1 => format!("HTTP/1.1, {IN_FLIGHT} connections"),
+            Wire::H2c => format!("h2c, {H2_CONNECTIONS} connections"),
+        }
+    }
+
+    fn clients(self) -> Vec<reqwest::Client> {
+        match self {
+            Wire::Http1 => vec![client::http()],
+            // hyper's server allows 200 concurrent streams per connection by default.
+            Wire::H2c => (0..H2_CONNECTIONS)
+                .map(|_| {
+                    reqwest::Client::builder()
+                        .no_proxy()
+                        .http2_prior_knowledge()
+                        .build()
+                        .expect("an h2c client builds")
+                })
+                .collect(),
+        }
+    }
+}
+
+const H2_CONNECTIONS: usize = 64;
+
 pub async fn run(report: &mut Report) -> Result<(), String> {
     eprintln!("memory: HTTP floor, {IN_FLIGHT} half-sent requests to a fresh simulator…");
     let (floor_idle, floor_busy) = http_floor().await?;
+    for wire in [Wire::Http1, Wire::H2c] {
+        wave(report, wire, (floor_idle, floor_busy)).await?;
+    }
+    Ok(())
+}
+
+/// One fresh simulator and gateway, `IN_FLIGHT` slow generations over `wire`, RSS sampled when
+/// all of them are running upstream.
+async fn wave(
+    report: &mut Report,
+    wire: Wire,
+    (floor_idle, floor_busy): (Memory, Memory),
+) -> Result<(), String> {
     let sim = procs::simulator(&SimOptions { name: "memory", time_scale: 1.0, task_cap: 100_000 })?;
     let cap = [("FLUXGATE__UPSTREAM__TASK_CAP", "100000")];
     let mut gw = procs::gateway("memory", &sim.base, &cap).await?;
     let http = client::http();
-    client::generate(&http, &gw.base, MODEL, "warm [slow:0]").await?;
+    let clients = wire.clients();
+    // Opens every client's connection, all at once (each warm-up job lasts a first-poll wait).
+    let warm = clients.iter().map(|c| client::generate(c, &gw.base, MODEL, "warm [slow:0]"));
+    futures_util::future::try_join_all(warm).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let gone = |who: &str| format!("cannot read the {who}'s /proc status");
     let (g_idle, s_idle) =
         (gw.proc.memory().ok_or(gone("gateway"))?, sim.proc.memory().ok_or(gone("simulator"))?);
 
-    eprintln!("memory: opening {IN_FLIGHT} requests of {} s each…", JOB.as_secs());
+    eprintln!("memory: opening {IN_FLIGHT} requests of {} s each over {}…", JOB.as_secs(), wire.label());
     let started = Instant::now();
     let mut handles = Vec::with_capacity(IN_FLIGHT);
     for i in 0..IN_FLIGHT {
         if i > 0 && i % BATCH == 0 {
             tokio::time::sleep(PAUSE).await;
         }
-        let (h, base) = (http.clone(), gw.base.clone());
+        let (h, base) = (clients[i % clients.len()].clone(), gw.base.clone());
         let prompt = format!("memory {i} [slow:{}]", JOB.as_millis());
         handles.push(tokio::spawn(async move { client::generate(&h, &base, MODEL, &prompt).await }));
     }
     let opened = started.elapsed();
-
     // Jobs start finishing JOB after the first submit, so waiting longer cannot raise the count.
     let mut active = 0;
     while started.elapsed() < JOB - Duration::from_secs(2) {
@@ -83,9 +135,18 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
         }
     }
 
-    let n = format!("{active} in flight");
+    let n = format!("{active} in flight ({})", wire.label());
     let under = |m: Memory| Target::new("< 200 MB", m.rss_kb as f64 * 1024.0 < TARGET_BYTES);
-    report.add("memory", "RSS idle", Fig::kb(g_idle.rss_kb), "simulator idle", Fig::kb(s_idle.rss_kb), None);
+    if matches!(wire, Wire::Http1) {
+        report.add(
+            "memory",
+            "RSS idle",
+            Fig::kb(g_idle.rss_kb),
+            "simulator idle",
+            Fig::kb(s_idle.rss_kb),
+            None,
+        );
+    }
     report.add(
         "memory",
         format!("RSS, {n}"),
@@ -97,7 +158,7 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
     let hwm = Memory { rss_kb: g_busy.hwm_kb, hwm_kb: g_busy.hwm_kb };
     report.add(
         "memory",
-        "peak RSS (VmHWM)",
+        format!("peak RSS ({})", wire.label()),
         Fig::kb(g_busy.hwm_kb),
         "simulator VmHWM",
         Fig::kb(s_busy.hwm_kb),
@@ -108,7 +169,7 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
     };
     report.add(
         "memory",
-        "RSS growth per request in flight",
+        format!("RSS growth per request ({})", wire.label()),
         per(g_busy, g_idle),
         "simulator, per task",
         per(s_busy, s_idle),
@@ -116,18 +177,19 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
     );
     report.add(
         "memory",
-        "RSS growth per request in flight",
+        format!("RSS growth per request ({})", wire.label()),
         per(g_busy, g_idle),
-        "HTTP floor: open request, no task",
+        "HTTP/1.1 floor: open request, no task",
         per(floor_busy, floor_idle),
         None,
     );
     report.note(
         "memory",
         format!(
-            "{active} of {IN_FLIGHT} tasks active upstream {:.1} s after the first request \
+            "{}: {active} of {IN_FLIGHT} tasks active upstream {:.1} s after the first request \
              (all opened in {:.1} s); replies: {ok} ok, {failed} failed, \
              {unfinished} unfinished at the deadline",
+            wire.label(),
             reached.as_secs_f64(),
             opened.as_secs_f64()
         ),

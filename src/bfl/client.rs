@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::body::SubmitBody;
 use super::wire::{ErrorBody, PollReply, SubmitReply};
 use super::{AllowList, BflError};
+use crate::config::UpstreamSettings;
 
 #[derive(Debug, Clone)]
 pub struct BflClient {
@@ -20,12 +21,8 @@ pub struct BflClient {
 }
 
 impl BflClient {
-    pub fn new(
-        base: Url,
-        allow: AllowList,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-    ) -> Result<BflClient, reqwest::Error> {
+    pub fn new(settings: &UpstreamSettings) -> Result<BflClient, reqwest::Error> {
+        let allow = settings.allow.clone();
         let redirect_allow = allow.clone();
         // A redirect must not carry the key (or a download) off the allow-list.
         let policy = redirect::Policy::custom(move |attempt| {
@@ -36,13 +33,16 @@ impl BflClient {
             }
         });
         let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .timeout(request_timeout)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
             .redirect(policy)
             .pool_idle_timeout(Duration::from_secs(30))
+            // Thousands of jobs polling at once would otherwise leave as many idle sockets, each
+            // with its buffers, behind every burst.
+            .pool_max_idle_per_host(settings.max_idle_connections)
             .user_agent(concat!("fluxgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(BflClient { http, base, allow })
+        Ok(BflClient { http, base: settings.base_url.clone(), allow })
     }
 
     /// The URL a model path is submitted to.

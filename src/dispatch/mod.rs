@@ -57,12 +57,7 @@ fn error_429(retry_after: Option<Duration>) -> BflError {
 
 impl Dispatcher {
     pub fn new(settings: UpstreamSettings) -> Result<Dispatcher, reqwest::Error> {
-        let client = BflClient::new(
-            settings.base_url.clone(),
-            settings.allow.clone(),
-            settings.connect_timeout,
-            settings.request_timeout,
-        )?;
+        let client = BflClient::new(&settings)?;
         let ledger = Arc::new(LocalLedger::new(settings.keys.len()));
         let keys = KeyPool::new(settings.keys.clone(), settings.pool.clone(), ledger);
         Ok(Dispatcher { inner: Arc::new(Inner { client, keys, settings, tracker: TaskTracker::new() }) })
