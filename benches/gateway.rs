@@ -2,6 +2,9 @@
 //! simulator run as child processes of this bench, on loopback; every figure is printed next to a
 //! baseline measured in the same run, with the ratio. See benches/README.md.
 
+// Test and benchmark code drives servers from outside: plain spawns and sleeps are fine here.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "gateway/client.rs"]
 mod client;
 #[path = "gateway/edits.rs"]

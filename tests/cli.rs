@@ -1,6 +1,9 @@
 //! The binary's public interface: environment variable names, start-up validation with a
 //! one-line reason, and a clean exit on SIGTERM.
 
+// Test and benchmark code drives servers from outside: plain spawns and sleeps are fine here.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

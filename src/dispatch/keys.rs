@@ -312,6 +312,7 @@ fn deliver(handoffs: Vec<(oneshot::Sender<Lease>, Lease)>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::dispatch::LocalLedger;

@@ -71,6 +71,8 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let app = self.router();
+        // The simulator's server lives outside any gateway request; nothing drains it.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "BFL simulator stopped serving");

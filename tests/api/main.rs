@@ -1,5 +1,8 @@
 //! Integration tests: the real router on port 0 against the BFL simulator on port 0, over HTTP.
 
+// Test and benchmark code drives servers from outside: plain spawns and sleeps are fine here.
+#![allow(clippy::disallowed_methods)]
+
 mod helpers;
 mod uploads;
 
