@@ -11,6 +11,7 @@ mod capacity;
 mod edits;
 mod fuzz;
 mod generations;
+mod hostile_upstream;
 mod models_and_probes;
 mod shutdown;
 mod upstream_outcomes;

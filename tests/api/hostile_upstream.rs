@@ -1,0 +1,66 @@
+//! Upstreams the simulator cannot imitate: a body that trickles forever and a connection reset.
+//! No request outlives its model's deadline by more than a second.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fluxgate::simulator::SimConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::helpers::spawn_with;
+
+/// A TCP server on loopback that either trickles (`slow`) or drops every connection after reading
+/// the request; it counts the connections it accepted.
+async fn fake_upstream(slow: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                if slow {
+                    // Headers, then a body that never completes.
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{").await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                // Dropping the socket resets or closes the connection mid-exchange.
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test]
+async fn a_trickling_upstream_body_ends_at_the_deadline() {
+    let (base, _) = fake_upstream(true).await;
+    let app = spawn_with(
+        SimConfig::default(),
+        vec![("upstream.base_url", base.into()), ("models.flux-2-klein-4b.deadline_secs", 1.into())],
+    )
+    .await;
+    let started = Instant::now();
+    let reply = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "x"})).await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    app.assert_settles().await;
+}
+
+#[tokio::test]
+async fn a_reset_during_submit_is_a_502_and_is_not_retried() {
+    let (base, accepted) = fake_upstream(false).await;
+    let app = spawn_with(SimConfig::default(), vec![("upstream.base_url", base.into())]).await;
+    let started = Instant::now();
+    let reply = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "x"})).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // The request had gone out: BFL may have taken it, so a retry could pay twice.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    app.assert_settles().await;
+}
