@@ -197,7 +197,12 @@ impl KeyPool {
             let handoffs = {
                 let mut state = self.lock();
                 self.unavailable(&state)?;
-                self.assign(&mut state)
+                // Only a key ending its rest can free capacity without a release.
+                if state.health.iter().any(|h| matches!(h, Health::Resting(_))) {
+                    self.assign(&mut state)
+                } else {
+                    Vec::new()
+                }
             };
             deliver(handoffs);
         }
