@@ -23,7 +23,7 @@ pub async fn respond(
             revised_prompt: finished.revised_prompt,
         },
         ResponseFormat::B64Json => {
-            let bytes = dispatcher.download(&finished.sample).await?;
+            let bytes = dispatcher.download(&finished).await?;
             ImageDatum {
                 url: None,
                 b64_json: Some(STANDARD.encode(&bytes)),

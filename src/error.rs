@@ -28,9 +28,13 @@ pub enum ApiError {
     /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
     #[error("{message}")]
     Capacity { message: String, retry_after: Duration, retry_useful: bool },
-    /// BFL failed, or answered something we cannot use, after the retries allowed.
+    /// BFL failed, or answered something we cannot use, after the retries allowed; nothing was
+    /// charged, so a retry is safe.
     #[error("{0}")]
     Upstream(String),
+    /// As `Upstream`, but BFL may already have taken (and charged) the job: a retry could pay twice.
+    #[error("{0}")]
+    UpstreamAfterSubmit(String),
     /// The model's deadline passed. `accepted`: BFL had taken the job (a retry would pay twice).
     #[error("the image was not ready within the model's deadline of {} s", deadline.as_secs())]
     DeadlineExceeded { deadline: Duration, accepted: bool },
@@ -60,7 +64,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,9 +81,10 @@ impl ApiError {
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
             ApiError::Capacity { .. } => "rate_limit_error",
-            ApiError::Upstream(_) | ApiError::DeadlineExceeded { .. } | ApiError::ShuttingDown => {
-                "upstream_error"
-            }
+            ApiError::Upstream(_)
+            | ApiError::UpstreamAfterSubmit(_)
+            | ApiError::DeadlineExceeded { .. }
+            | ApiError::ShuttingDown => "upstream_error",
             ApiError::Internal => "server_error",
         }
     }
@@ -94,7 +99,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => Some("payload_too_large"),
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
-            ApiError::Upstream(_) => Some("upstream_error"),
+            ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
             ApiError::ShuttingDown => Some("shutting_down"),
             ApiError::Internal => None,
@@ -119,7 +124,8 @@ impl ApiError {
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
-            | ApiError::PayloadTooLarge { .. } => Some(false),
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UpstreamAfterSubmit(_) => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
             ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::ShuttingDown | ApiError::Internal => {

@@ -34,6 +34,9 @@ pub struct PoolLimits {
     pub credit_cooldown: Duration,
 }
 
+/// Longest rest a BFL 429 gives a key.
+const MAX_BUSY_REST: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Health {
     Usable,
@@ -85,8 +88,8 @@ impl Lease {
         &self.pool.budgets[self.index].key
     }
 
-    /// Sets this lease's key aside (and returns the slot, by being consumed).
-    pub fn report(self, trouble: KeyTrouble) {
+    /// Sets this lease's key aside for new jobs; the slot stays held until the lease is dropped.
+    pub fn report(&self, trouble: KeyTrouble) {
         self.pool.report(self.index, trouble);
     }
 }
@@ -185,6 +188,10 @@ impl KeyPool {
                 Err(_) => {}
             }
             if Instant::now() >= give_up {
+                // A slot handed over at the last moment is still ours.
+                if let Ok(lease) = rx.try_recv() {
+                    return Ok(lease);
+                }
                 return Err(ApiError::Capacity {
                     message: format!(
                         "no upstream slot became free within {} s; retry shortly",
@@ -302,7 +309,8 @@ impl KeyPool {
             }
             KeyTrouble::Busy(backoff) => {
                 tracing::warn!(key = index + 1, "BFL said key #{} is at capacity; backing off", index + 1);
-                state.health[index] = Health::Resting(now + backoff);
+                // However long BFL asks for, one answer cannot bench a key for long.
+                state.health[index] = Health::Resting(now + backoff.min(MAX_BUSY_REST));
             }
         }
     }
@@ -360,6 +368,7 @@ mod tests {
         let b = pool.acquire(SlotClass::General).await.expect("slot");
         assert_ne!(a.index, b.index, "the second job goes to the idle key");
         b.report(KeyTrouble::Revoked);
+        drop(b);
         let c = pool.acquire(SlotClass::General).await.expect("slot");
         assert_eq!(c.index, a.index);
         drop((a, c));
@@ -373,6 +382,7 @@ mod tests {
         let b = pool.acquire(SlotClass::General).await.expect("slot");
         a.report(KeyTrouble::Revoked);
         b.report(KeyTrouble::OutOfCredits);
+        drop((a, b));
         let err = pool.acquire(SlotClass::General).await.expect_err("no key can take it");
         assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
     }

@@ -34,6 +34,7 @@ async fn a_polling_url_off_the_allow_list_fails_the_job_without_sending_the_key_
     app.sim.set_public_base(Some(sim_base(&app)));
     let reply = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "x"})).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(reply.header("x-should-retry"), Some("false"), "BFL took the job: a retry would pay twice");
     assert_eq!(app.sim.polls(), 0, "nothing was sent to the unlisted host");
     // BFL still runs the task, so its slot stays taken until the deadline has passed.
     assert_eq!(app.state.dispatcher.slots_in_use(), 1);

@@ -172,3 +172,28 @@ async fn no_request_outlives_its_deadline_when_polls_hang() {
     assert_eq!(reply.status, 504, "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_slot_that_cannot_free_in_time_for_the_deadline_is_a_429_not_a_504() {
+    let app = spawn_with(
+        fast_sim(),
+        vec![("upstream.task_cap", 1.into()), ("models.flux-2-klein-4b.deadline_secs", 1.into())],
+    )
+    .await;
+    let holder = app.generate(json!({"model": "flux-2-pro", "prompt": "holder [slow:2500]"}));
+    let waiter = async {
+        for _ in 0..500 {
+            if app.state.dispatcher.slots_in_use() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        app.generate(json!({"model": "flux-2-klein-4b", "prompt": "waiter"})).await
+    };
+    let (holder, waiter) = tokio::join!(holder, waiter);
+    assert_eq!(holder.status, 200);
+    assert_eq!(waiter.status, 429, "{}", waiter.body);
+    assert!(waiter.header("retry-after").is_some());
+    assert_eq!(app.sim.submit_attempts(), 1, "the waiter was never submitted");
+    app.assert_settles().await;
+}

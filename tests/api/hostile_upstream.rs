@@ -42,13 +42,21 @@ async fn a_trickling_upstream_body_ends_at_the_deadline() {
     let (base, _) = fake_upstream(true).await;
     let app = spawn_with(
         SimConfig::default(),
-        vec![("upstream.base_url", base.into()), ("models.flux-2-klein-4b.deadline_secs", 1.into())],
+        vec![
+            ("upstream.base_url", base.into()),
+            ("models.flux-2-klein-4b.deadline_secs", 1.into()),
+            ("upstream.request_timeout_ms", 3000.into()),
+        ],
     )
     .await;
     let started = Instant::now();
     let reply = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "x"})).await;
     assert_eq!(reply.status, 504, "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // The submit had gone out, so BFL may have the job: no retry, and the slot stays taken
+    // until the exchange itself gives up.
+    assert_eq!(reply.header("x-should-retry"), Some("false"));
+    assert_eq!(app.state.dispatcher.slots_in_use(), 1);
     app.assert_settles().await;
 }
 
