@@ -45,6 +45,7 @@ struct RawServer {
     api_keys: Vec<String>,
     max_json_bytes: usize,
     default_model: String,
+    drain_delay_ms: u64,
     shutdown_grace_secs: u64,
 }
 
@@ -102,6 +103,7 @@ pub struct ServerSettings {
     pub api_keys: Vec<SecretString>,
     pub max_json_bytes: usize,
     pub default_model: String,
+    pub drain_delay: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -219,6 +221,7 @@ impl TryFrom<RawSettings> for Settings {
                 api_keys: split_keys(&raw.server.api_keys),
                 max_json_bytes: raw.server.max_json_bytes,
                 default_model: raw.server.default_model,
+                drain_delay: Duration::from_millis(raw.server.drain_delay_ms),
                 shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs),
             },
             upstream: UpstreamSettings {

@@ -38,9 +38,6 @@ pub enum ApiError {
     /// The model's deadline passed. `accepted`: BFL had taken the job (a retry would pay twice).
     #[error("the image was not ready within the model's deadline of {} s", deadline.as_secs())]
     DeadlineExceeded { deadline: Duration, accepted: bool },
-    /// The gateway is shutting down and takes no new work.
-    #[error("the gateway is shutting down; retry on another instance")]
-    ShuttingDown,
     /// A fault of ours. The cause is logged by whoever built this; the client sees no detail.
     #[error("internal error")]
     Internal,
@@ -66,7 +63,6 @@ impl ApiError {
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,10 +77,9 @@ impl ApiError {
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
             ApiError::Capacity { .. } => "rate_limit_error",
-            ApiError::Upstream(_)
-            | ApiError::UpstreamAfterSubmit(_)
-            | ApiError::DeadlineExceeded { .. }
-            | ApiError::ShuttingDown => "upstream_error",
+            ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
+                "upstream_error"
+            }
             ApiError::Internal => "server_error",
         }
     }
@@ -101,7 +96,6 @@ impl ApiError {
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
-            ApiError::ShuttingDown => Some("shutting_down"),
             ApiError::Internal => None,
         }
     }
@@ -128,16 +122,13 @@ impl ApiError {
             | ApiError::UpstreamAfterSubmit(_) => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
-            ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::ShuttingDown | ApiError::Internal => {
-                None
-            }
+            ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal => None,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Capacity { retry_after, .. } => Some(*retry_after),
-            ApiError::ShuttingDown => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

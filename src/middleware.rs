@@ -54,8 +54,9 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Sha256::digest(t.trim().as_bytes()));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| Sha256::digest(token.trim().as_bytes()));
     let Some(presented) = presented else { return ApiError::Unauthorized.into_response() };
     let matched = keys.iter().fold(Choice::from(0), |found, key| {
         found | Sha256::digest(key.expose_secret().as_bytes()).ct_eq(&presented)

@@ -1,5 +1,6 @@
 //! The router with its whole layer stack, and serving with graceful shutdown: on the signal the
-//! listener stops accepting, readiness turns 503, in-flight requests and background jobs finish.
+//! readiness turns 503 at once, the listener closes after `server.drain_delay_ms`, and in-flight
+//! requests and background jobs finish.
 
 use std::future::Future;
 
@@ -41,8 +42,13 @@ pub async fn serve(
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
+            // Readiness fails first, while requests are still served, so the load balancer has
+            // time to stop sending before the listener closes.
             draining.start_draining();
+            let delay = draining.settings.server.drain_delay;
+            tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: not ready, then draining");
+            tokio::time::sleep(delay).await;
+            tracing::info!("listener closed: finishing in-flight requests");
         })
         .await?;
     let tracker = state.dispatcher.tracker();

@@ -26,6 +26,12 @@ pub enum StateError {
 impl AppState {
     pub fn new(settings: Settings) -> Result<AppState, StateError> {
         let catalog = Catalog::new(&settings.models).map_err(StateError::Catalog)?;
+        if catalog.get(&settings.server.default_model).is_none() {
+            return Err(StateError::Catalog(format!(
+                "server.default_model: `{}` is not in the catalog",
+                settings.server.default_model
+            )));
+        }
         let dispatcher = Dispatcher::new(settings.upstream.clone())?;
         Ok(AppState {
             settings: Arc::new(settings),
@@ -35,7 +41,7 @@ impl AppState {
         })
     }
 
-    /// From now on readiness fails and new jobs are refused; running ones finish.
+    /// From now on readiness fails; requests are still served until the listener closes.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }

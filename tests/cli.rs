@@ -43,6 +43,7 @@ fn invalid_settings_are_refused_at_start_up() {
         ("FLUXGATE__SERVER__LISTEN", "not-an-address", "server.listen"),
         ("FLUXGATE__UPSTREAM__BASE_URL", "https://evil.example.com", "upstream.base_url"),
         ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "*", "upstream.allowed_hosts"),
+        ("FLUXGATE__SERVER__DEFAULT_MODEL", "flux-9", "server.default_model"),
     ];
     for (var, value, named) in cases {
         let out = run(fluxgate().arg("serve").env("FLUXGATE__UPSTREAM__KEYS", "k").env(var, value));

@@ -75,7 +75,7 @@ impl BflClient {
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
-        let bytes = response.bytes().await.map_err(BflError::from_transport)?;
+        let bytes = read_capped(response, MAX_REPLY_BYTES).await?;
         serde_json::from_slice(&bytes).map_err(|e| BflError::Garbage(format!("submit reply: {e}")))
     }
 
@@ -98,7 +98,7 @@ impl BflClient {
             .map_err(BflError::from_transport)?;
         let status = response.status();
         if status.is_success() || status == StatusCode::NOT_FOUND {
-            let bytes = response.bytes().await.map_err(BflError::from_transport)?;
+            let bytes = read_capped(response, MAX_REPLY_BYTES).await?;
             return match serde_json::from_slice::<PollReply>(&bytes) {
                 Ok(reply) if status.is_success() || reply.status == "Task not found" => Ok(reply),
                 Ok(_) => Err(BflError::Rejected {
@@ -120,16 +120,7 @@ impl BflClient {
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(BflError::from_transport)?;
-            if body.len() + chunk.len() > max_bytes {
-                return Err(BflError::Garbage(format!("result image larger than {max_bytes} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(body))
+        read_capped(response, max_bytes).await
     }
 
     fn check(&self, url: &Url) -> Result<(), BflError> {
@@ -139,6 +130,23 @@ impl BflClient {
             Err(BflError::NotAllowed(url.host_str().unwrap_or("?").to_owned()))
         }
     }
+}
+
+/// Largest JSON reply (submit, poll, error) read from BFL; real ones are a few hundred bytes.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// The body of `response`, refusing more than `max_bytes` (an upstream cannot fill our memory).
+async fn read_capped(response: reqwest::Response, max_bytes: usize) -> Result<Bytes, BflError> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BflError::from_transport)?;
+        if body.len() + chunk.len() > max_bytes {
+            return Err(BflError::Garbage(format!("reply larger than {max_bytes} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 /// Turns a non-success reply into `Rejected`, reading BFL's (FastAPI) detail when there is one.
@@ -151,8 +159,8 @@ async fn rejection(response: reqwest::Response) -> BflError {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(3600.0)));
-    // The body of an error is small; a huge or broken one just loses its detail.
-    let bytes = response.bytes().await.unwrap_or_default();
+    // A huge or broken error body just loses its detail.
+    let bytes = read_capped(response, MAX_REPLY_BYTES).await.unwrap_or_default();
     let (message, field) = match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => body.describe(),
         Err(_) => (format!("HTTP {status}"), None),

@@ -20,8 +20,6 @@ pub struct PollReply {
     #[serde(default)]
     pub result: Option<Value>,
     #[serde(default)]
-    pub progress: Option<f64>,
-    #[serde(default)]
     pub details: Option<Value>,
 }
 

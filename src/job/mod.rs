@@ -4,7 +4,7 @@
 mod prompt;
 mod size;
 
-pub use prompt::{MAX_TOKENS, Prompt, count_tokens};
+pub use prompt::Prompt;
 pub use size::OutputSize;
 
 use crate::catalog::{Catalog, Model, Upsampling};
@@ -59,11 +59,15 @@ const DEFAULT_SAFETY: i64 = 2;
 impl ImageJob {
     /// Checks every rule that applies to `fields`. The model comes first, so that an unknown model
     /// is a 404 whatever else is wrong.
-    pub fn parse(fields: &Fields, catalog: &Catalog, default_model: &str) -> Result<ImageJob, ApiError> {
+    pub async fn parse(
+        fields: &Fields,
+        catalog: &Catalog,
+        default_model: &str,
+    ) -> Result<ImageJob, ApiError> {
         let model_id = fields.string("model")?.map(str::trim).unwrap_or(default_model);
         let model =
             catalog.get(model_id).ok_or_else(|| ApiError::ModelNotFound(model_id.to_owned()))?.clone();
-        let prompt = Prompt::parse(fields.string("prompt")?)?;
+        let prompt = Prompt::parse(fields.string("prompt")?).await?;
 
         match fields.integer("n")? {
             None | Some(1) => {}
@@ -163,13 +167,13 @@ impl ImageJob {
     }
 
     /// An edit: the generation rules plus the model's reference rules.
-    pub fn parse_edit(
+    pub async fn parse_edit(
         fields: &Fields,
         references: Vec<Reference>,
         catalog: &Catalog,
         default_model: &str,
     ) -> Result<ImageJob, ApiError> {
-        let mut job = ImageJob::parse(fields, catalog, default_model)?;
+        let mut job = ImageJob::parse(fields, catalog, default_model).await?;
         let model = &job.model;
         if model.max_refs == 0 {
             let editors: Vec<&str> = catalog.iter().filter(|m| m.max_refs > 0).map(|m| m.id).collect();

@@ -34,14 +34,6 @@ impl Fields {
         self.values.contains_key(name)
     }
 
-    /// The raw JSON value (multipart text comes back as a JSON string).
-    pub fn json(&self, name: &str) -> Option<Value> {
-        self.values.get(name).map(|raw| match raw {
-            Raw::Json(v) => v.clone(),
-            Raw::Text(s) => Value::String(s.clone()),
-        })
-    }
-
     pub fn string(&self, name: &str) -> Result<Option<&str>, ApiError> {
         match self.values.get(name) {
             None => Ok(None),

@@ -17,7 +17,7 @@ pub async fn generations(
     State(state): State<AppState>,
     JsonFields(fields): JsonFields,
 ) -> Result<Json<ImagesResponse>, ApiError> {
-    let job = ImageJob::parse(&fields, &state.catalog, &state.settings.server.default_model)?;
+    let job = ImageJob::parse(&fields, &state.catalog, &state.settings.server.default_model).await?;
     run(&state, job).await.map(Json)
 }
 
@@ -33,7 +33,8 @@ pub async fn edits(
         upload.references,
         &state.catalog,
         &state.settings.server.default_model,
-    )?;
+    )
+    .await?;
     run(&state, job).await.map(Json)
 }
 
@@ -63,9 +64,6 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 }
 
 async fn run(state: &AppState, job: ImageJob) -> Result<ImagesResponse, ApiError> {
-    if state.is_draining() {
-        return Err(ApiError::ShuttingDown);
-    }
     let (response_format, output_format) = (job.response_format, job.output_format);
     let finished = state.dispatcher.run(job).await?;
     delivery::respond(&state.dispatcher, finished, response_format, output_format).await

@@ -33,13 +33,8 @@ pub async fn read_multipart(
         };
         let is_file = part.file_name().is_some() || matches!(name.as_str(), "image" | "image[]" | "mask");
         match name.as_str() {
-            "mask" => {
-                while let Some(chunk) = part.chunk().await.map_err(malformed)? {
-                    if !chunk.is_empty() {
-                        return Err(mask_unsupported());
-                    }
-                }
-            }
+            // Any mask part, even an empty one: the client asked for a masked edit.
+            "mask" => return Err(mask_unsupported()),
             "image" | "image[]" if is_file => {
                 let index = upload.references.len();
                 if index >= limits.max_images {

@@ -48,6 +48,7 @@ impl Reply {
 pub fn test_overrides(sim: SocketAddr) -> Vec<(&'static str, config::Value)> {
     vec![
         ("server.listen", "127.0.0.1:0".into()),
+        ("server.drain_delay_ms", 0.into()),
         ("upstream.base_url", format!("http://{sim}").into()),
         ("upstream.keys", vec![SIM_KEY.to_owned()].into()),
         ("upstream.allowed_hosts", vec!["127.0.0.1".to_owned(), "localhost".to_owned()].into()),
@@ -94,11 +95,16 @@ pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config:
 }
 
 impl TestApp {
-    /// Sends the shutdown signal and waits until the server has drained and returned.
-    pub async fn shutdown(&mut self) {
+    /// Sends the shutdown signal (as SIGTERM would) without waiting.
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Sends the shutdown signal and waits until the server has drained and returned.
+    pub async fn shutdown(&mut self) {
+        self.begin_shutdown();
         if let Some(server) = self.server.take() {
             server.await.expect("server task ends cleanly");
         }

@@ -72,6 +72,15 @@ async fn configured_client_tokens_are_required_on_the_api_but_not_on_probes() {
     assert_eq!(wrong.status(), 401);
     let good = app.http.post(&url).bearer_auth("sk-other").json(&body).send().await.expect("answers");
     assert_eq!(good.status(), 200);
+    let lowercase_scheme = app
+        .http
+        .post(&url)
+        .header("authorization", "bearer sk-good")
+        .json(&body)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(lowercase_scheme.status(), 200, "the auth scheme is case-insensitive");
     assert_eq!(app.get("/healthz").await.status, 200);
-    assert_eq!(app.sim.submit_attempts(), 1);
+    assert_eq!(app.sim.submit_attempts(), 2);
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use fluxgate::simulator::SimConfig;
+
+use crate::helpers::{spawn_app, spawn_with};
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_jobs_and_refuses_new_connections() {
@@ -30,4 +32,28 @@ async fn shutdown_finishes_in_flight_jobs_and_refuses_new_connections() {
     assert!(app.state.is_draining());
     let after = reqwest::Client::new().get(format!("{}/healthz", app.base)).send().await;
     assert!(after.is_err(), "the listener is closed after shutdown");
+}
+
+#[tokio::test]
+async fn readiness_fails_first_while_requests_are_still_served_during_the_drain_delay() {
+    let mut app = spawn_with(
+        SimConfig { time_scale: 0.02, ..SimConfig::default() },
+        vec![("server.drain_delay_ms", 1500.into())],
+    )
+    .await;
+    assert_eq!(app.get("/readyz").await.status, 200);
+    app.begin_shutdown();
+    let mut not_ready = false;
+    for _ in 0..200 {
+        if app.get("/readyz").await.status == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(not_ready, "/readyz turned 503");
+    assert_eq!(app.get("/healthz").await.status, 200, "still alive");
+    let reply = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "one more"})).await;
+    assert_eq!(reply.status, 200, "requests are still served while draining: {}", reply.body);
+    app.shutdown().await;
 }
