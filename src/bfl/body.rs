@@ -17,7 +17,7 @@ fn reference_field(i: usize) -> String {
 
 /// The submit body: only what the client chose or the model needs; BFL's defaults stay BFL's.
 /// Image references are left out (see `SubmitBody`); URL references are included.
-pub fn job_body(job: &ImageJob) -> Map<String, Value> {
+fn job_body(job: &ImageJob) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("prompt".into(), json!(job.prompt.as_str()));
     match job.size {

@@ -7,7 +7,7 @@ mod client;
 mod wire;
 
 pub use allow::AllowList;
-pub use body::{SubmitBody, job_body};
+pub use body::SubmitBody;
 pub use client::BflClient;
 pub use wire::{PollReply, Status, SubmitReply};
 

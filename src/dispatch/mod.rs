@@ -16,8 +16,8 @@ mod submit;
 
 pub use keys::{KeyBudget, KeyPool, KeyTrouble, Lease, PoolLimits};
 pub use ledger::{LocalLedger, SlotLedger};
-pub use retry::backoff;
-pub use schedule::next_poll;
+use retry::backoff;
+use schedule::next_poll;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
