@@ -30,7 +30,7 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Finished, (ApiError, Option<Instant>)> {
         let submitted_at = Instant::now();
-        tracing::info!(model = job.model.id, task = %accepted.id, cost = ?accepted.cost, "BFL accepted the job");
+        tracing::debug!(model = job.model.id, task = %accepted.id, cost = ?accepted.cost, "BFL accepted the job");
         let polling_url = match Url::parse(&accepted.polling_url) {
             Ok(url) if self.settings.allow.permits(&url) => url,
             Ok(url) => {
@@ -45,7 +45,7 @@ impl Inner {
         };
         match timeout_at(deadline, self.poll(lease, job, &polling_url, submitted_at)).await {
             Ok(Ok((sample, prompt))) => {
-                tracing::info!(model = job.model.id, price_usd = job.model.price_usd, "image ready");
+                tracing::debug!(model = job.model.id, price_usd = job.model.price_usd, "image ready");
                 let revised_prompt = prompt.filter(|p| p != job.prompt.as_str());
                 Ok(Finished { sample, revised_prompt, deadline, limit: job.model.deadline })
             }
