@@ -7,7 +7,7 @@ use fluxgate::simulator::{Faults, SimConfig};
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_with};
+use crate::helpers::{TestApp, spawn_with, wait_for};
 
 fn fast_sim() -> SimConfig {
     SimConfig { time_scale: 0.02, ..SimConfig::default() }
@@ -54,12 +54,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let queued = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "two [slow:10]"}));
     let refused = async {
         // Both others are in place once the slot is taken and one request waits.
-        for _ in 0..500 {
-            if app.state.dispatcher.slots_in_use() == 1 && app.state.dispatcher.queued() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(|| app.state.dispatcher.slots_in_use() == 1 && app.state.dispatcher.queued() == 1).await;
         app.generate(json!({"model": "flux-2-klein-4b", "prompt": "three"})).await
     };
     let (running, queued, refused) = tokio::join!(running, queued, refused);
@@ -134,12 +129,7 @@ async fn a_queued_request_whose_client_has_gone_leaves_the_queue_and_is_never_su
     let app = spawn_with(fast_sim(), vec![("upstream.task_cap", 1.into())]).await;
     let holder = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "holder [slow:600]"}));
     let quitter = async {
-        for _ in 0..500 {
-            if app.state.dispatcher.slots_in_use() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(|| app.state.dispatcher.slots_in_use() == 1).await;
         let impatient =
             reqwest::Client::builder().timeout(Duration::from_millis(150)).build().expect("client");
         let sent = impatient
@@ -148,12 +138,7 @@ async fn a_queued_request_whose_client_has_gone_leaves_the_queue_and_is_never_su
             .send()
             .await;
         assert!(sent.is_err());
-        for _ in 0..500 {
-            if app.state.dispatcher.queued() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(|| app.state.dispatcher.queued() == 0).await;
         app.state.dispatcher.queued()
     };
     let (holder, queued_after) = tokio::join!(holder, quitter);
@@ -182,12 +167,7 @@ async fn a_slot_that_cannot_free_in_time_for_the_deadline_is_a_429_not_a_504() {
     .await;
     let holder = app.generate(json!({"model": "flux-2-pro", "prompt": "holder [slow:2500]"}));
     let waiter = async {
-        for _ in 0..500 {
-            if app.state.dispatcher.slots_in_use() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for(|| app.state.dispatcher.slots_in_use() == 1).await;
         app.generate(json!({"model": "flux-2-klein-4b", "prompt": "waiter"})).await
     };
     let (holder, waiter) = tokio::join!(holder, waiter);

@@ -22,6 +22,16 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Waits (bounded: at most about 2.5 s) until `ready()` holds; the test then asserts on the state.
+pub async fn wait_for(mut ready: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The answer to one request, read whole.
 pub struct Reply {
     pub status: u16,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use fluxgate::simulator::SimConfig;
 
-use crate::helpers::{spawn_app, spawn_with};
+use crate::helpers::{spawn_app, spawn_with, wait_for};
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_jobs_and_refuses_new_connections() {
@@ -16,12 +16,7 @@ async fn shutdown_finishes_in_flight_jobs_and_refuses_new_connections() {
     let in_flight = tokio::spawn(async move {
         http.post(url).json(&json!({"model": "flux-2-klein-4b", "prompt": "late [slow:500]"})).send().await
     });
-    for _ in 0..500 {
-        if app.sim.active_tasks() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for(|| app.sim.active_tasks() == 1).await;
     assert_eq!(app.sim.active_tasks(), 1, "the job is running upstream");
     app.shutdown().await;
     let response = in_flight.await.expect("task").expect("the in-flight request was answered");
