@@ -4,6 +4,8 @@
 
 // Test and benchmark code drives servers from outside: plain spawns and sleeps are fine here.
 #![allow(clippy::disallowed_methods)]
+// A bench binary: its modules share `pub` helpers, and a failed setup may panic.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "gateway/client.rs"]
 mod client;

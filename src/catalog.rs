@@ -1,9 +1,10 @@
-//! The model table: the only place a model's facts live (PRODUCT.md section 1).
+//! The model table: the only place a model's facts live (PRODUCT.md section 1), with the
+//! per-model overrides a deployment may set.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::ModelOverride;
+use serde::Deserialize;
 
 /// How a model takes its output size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub enum Upsampling {
 }
 
 /// Which upstream concurrency budget a model draws from besides the per-key one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotClass {
     General,
     /// flux-kontext-max has its own, smaller cap.
@@ -43,9 +44,8 @@ pub struct Knob<T> {
 
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The client's model id; BFL serves it at `/v1/{id}`.
     pub id: &'static str,
-    /// Path on the BFL API, e.g. `/v1/flux-2-pro`.
-    pub path: &'static str,
     pub sizing: Sizing,
     /// Most reference images an edit may carry; 0 means generation only.
     pub max_refs: usize,
@@ -63,73 +63,116 @@ pub struct Model {
     pub slot_class: SlotClass,
 }
 
-const fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-const fn millis(ms: u64) -> Duration {
-    Duration::from_millis(ms)
-}
-
-const FLUX2_KNOBS: (Option<Knob<u32>>, Option<Knob<f64>>) = (None, None);
-
-#[allow(clippy::too_many_arguments)]
-const fn row(
-    id: &'static str,
-    path: &'static str,
-    sizing: Sizing,
-    max_refs: usize,
-    upsampling: Upsampling,
-    knobs: (Option<Knob<u32>>, Option<Knob<f64>>),
-    raw: bool,
-    safety_max: u8,
-    deadline: Duration,
-    price_usd: f64,
-    expected: Duration,
-) -> Model {
-    Model {
-        id,
-        path,
-        sizing,
-        max_refs,
-        upsampling,
-        steps: knobs.0,
-        guidance: knobs.1,
-        raw,
-        safety_max,
-        deadline,
-        price_usd,
-        expected,
-        slot_class: SlotClass::General,
+impl Model {
+    /// Path on the BFL API, e.g. `/v1/flux-2-pro`.
+    pub fn path(&self) -> String {
+        format!("/v1/{}", self.id)
     }
+}
+
+/// Catalog defaults a deployment may change for one model (`[models."<id>"]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOverride {
+    pub deadline_secs: Option<u64>,
+    pub price_usd: Option<f64>,
 }
 
 const STEPS: Knob<u32> = Knob { min: 1, max: 50 };
 
-/// The twelve rows of PRODUCT.md section 1, before configuration overrides.
-#[rustfmt::skip]
-fn rows() -> Vec<Model> {
-    use Sizing::*;
-    use Upsampling::*;
-    let flex = (Some(STEPS), Some(Knob { min: 1.5, max: 10.0 }));
-    let legacy = (Some(STEPS), Some(Knob { min: 1.5, max: 5.0 }));
-    let mut kontext_max = row(
-        "flux-kontext-max", "/v1/flux-kontext-max", AspectRatio, 1, PromptUpsampling, FLUX2_KNOBS, false, 6, secs(120), 0.070, millis(4000),
-    );
-    kontext_max.slot_class = SlotClass::KontextMax;
-    vec![
-        row("flux-2-max", "/v1/flux-2-max", Flux2, 8, DisablePup, FLUX2_KNOBS, false, 5, secs(120), 0.070, millis(6000)),
-        row("flux-2-pro", "/v1/flux-2-pro", Flux2, 8, DisablePup, FLUX2_KNOBS, false, 5, secs(120), 0.030, millis(3000)),
-        row("flux-2-pro-preview", "/v1/flux-2-pro-preview", Flux2, 8, DisablePup, FLUX2_KNOBS, false, 5, secs(120), 0.030, millis(3000)),
-        row("flux-2-flex", "/v1/flux-2-flex", Flux2, 8, PromptUpsampling, flex, false, 5, secs(180), 0.060, millis(9000)),
-        row("flux-2-klein-9b", "/v1/flux-2-klein-9b", Flux2, 4, Ignored, FLUX2_KNOBS, false, 5, secs(60), 0.010, millis(400)),
-        row("flux-2-klein-4b", "/v1/flux-2-klein-4b", Flux2, 4, Ignored, FLUX2_KNOBS, false, 5, secs(60), 0.010, millis(400)),
-        kontext_max,
-        row("flux-kontext-pro", "/v1/flux-kontext-pro", AspectRatio, 1, PromptUpsampling, FLUX2_KNOBS, false, 6, secs(120), 0.035, millis(4000)),
-        row("flux-pro-1.1-ultra", "/v1/flux-pro-1.1-ultra", AspectRatio, 0, PromptUpsampling, FLUX2_KNOBS, true, 6, secs(120), 0.050, millis(6000)),
-        row("flux-pro-1.1", "/v1/flux-pro-1.1", Legacy, 0, PromptUpsampling, FLUX2_KNOBS, false, 6, secs(120), 0.035, millis(3000)),
-        row("flux-pro", "/v1/flux-pro", Legacy, 0, PromptUpsampling, legacy, false, 6, secs(120), 0.040, millis(4500)),
-        row("flux-dev", "/v1/flux-dev", Legacy, 0, PromptUpsampling, legacy, false, 6, secs(120), 0.020, millis(3000)),
-    ]
+/// The FLUX.2 family; other rows name what differs.
+const FLUX2: Model = Model {
+    id: "",
+    sizing: Sizing::Flux2,
+    max_refs: 8,
+    upsampling: Upsampling::DisablePup,
+    steps: None,
+    guidance: None,
+    raw: false,
+    safety_max: 5,
+    deadline: Duration::from_secs(120),
+    price_usd: 0.030,
+    expected: Duration::from_millis(3000),
+    slot_class: SlotClass::General,
+};
+
+const KLEIN: Model = Model {
+    max_refs: 4,
+    upsampling: Upsampling::Ignored,
+    deadline: Duration::from_secs(60),
+    price_usd: 0.010,
+    expected: Duration::from_millis(400),
+    ..FLUX2
+};
+
+const KONTEXT: Model = Model {
+    sizing: Sizing::AspectRatio,
+    max_refs: 1,
+    upsampling: Upsampling::PromptUpsampling,
+    safety_max: 6,
+    price_usd: 0.035,
+    expected: Duration::from_millis(4000),
+    ..FLUX2
+};
+
+/// FLUX.1 width/height models: generation only.
+const LEGACY: Model = Model {
+    sizing: Sizing::Legacy,
+    max_refs: 0,
+    upsampling: Upsampling::PromptUpsampling,
+    safety_max: 6,
+    ..FLUX2
+};
+
+const LEGACY_KNOBS: (Option<Knob<u32>>, Option<Knob<f64>>) = (Some(STEPS), Some(Knob { min: 1.5, max: 5.0 }));
+
+/// The rows of PRODUCT.md section 1, before configuration overrides.
+const ROWS: &[Model] = &[
+    Model { id: "flux-2-max", price_usd: 0.070, expected: Duration::from_millis(6000), ..FLUX2 },
+    Model { id: "flux-2-pro", ..FLUX2 },
+    Model { id: "flux-2-pro-preview", ..FLUX2 },
+    Model {
+        id: "flux-2-flex",
+        upsampling: Upsampling::PromptUpsampling,
+        steps: Some(STEPS),
+        guidance: Some(Knob { min: 1.5, max: 10.0 }),
+        deadline: Duration::from_secs(180),
+        price_usd: 0.060,
+        expected: Duration::from_millis(9000),
+        ..FLUX2
+    },
+    Model { id: "flux-2-klein-9b", ..KLEIN },
+    Model { id: "flux-2-klein-4b", ..KLEIN },
+    Model { id: "flux-2-klein-9b-preview", price_usd: 0.015, ..KLEIN },
+    Model { id: "flux-kontext-max", price_usd: 0.070, slot_class: SlotClass::KontextMax, ..KONTEXT },
+    Model { id: "flux-kontext-pro", ..KONTEXT },
+    Model {
+        id: "flux-pro-1.1-ultra",
+        sizing: Sizing::AspectRatio,
+        raw: true,
+        price_usd: 0.050,
+        expected: Duration::from_millis(6000),
+        ..LEGACY
+    },
+    Model { id: "flux-pro-1.1", price_usd: 0.035, ..LEGACY },
+    Model {
+        id: "flux-pro",
+        steps: LEGACY_KNOBS.0,
+        guidance: LEGACY_KNOBS.1,
+        price_usd: 0.040,
+        expected: Duration::from_millis(4500),
+        ..LEGACY
+    },
+    Model { id: "flux-dev", steps: LEGACY_KNOBS.0, guidance: LEGACY_KNOBS.1, price_usd: 0.020, ..LEGACY },
+];
+
+/// Why the configured overrides cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("models.{0}: no such model in the catalog")]
+    UnknownModel(String),
+    #[error("models.{0}: deadline_secs must be positive and price_usd not negative")]
+    BadOverride(String),
 }
 
 /// The catalog in force: the table with this deployment's overrides applied.
@@ -140,13 +183,16 @@ pub struct Catalog {
 
 impl Catalog {
     /// Applies overrides; an override naming no model is an error (a typo would otherwise be silent).
-    pub fn new(overrides: &HashMap<String, ModelOverride>) -> Result<Catalog, String> {
-        let mut models = rows();
+    pub fn new(overrides: &HashMap<String, ModelOverride>) -> Result<Catalog, CatalogError> {
+        let mut models = ROWS.to_vec();
         for (id, o) in overrides {
             let model = models
                 .iter_mut()
                 .find(|m| m.id == id)
-                .ok_or_else(|| format!("models.{id}: no such model in the catalog"))?;
+                .ok_or_else(|| CatalogError::UnknownModel(id.clone()))?;
+            if o.deadline_secs == Some(0) || o.price_usd.is_some_and(|p| p.is_nan() || p < 0.0) {
+                return Err(CatalogError::BadOverride(id.clone()));
+            }
             if let Some(s) = o.deadline_secs {
                 model.deadline = Duration::from_secs(s);
             }
@@ -164,6 +210,11 @@ impl Catalog {
     pub fn iter(&self) -> impl Iterator<Item = &Model> {
         self.models.iter()
     }
+
+    /// The longest deadline of any model.
+    pub fn longest_deadline(&self) -> Duration {
+        self.models.iter().map(|m| m.deadline).max().unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -174,11 +225,30 @@ mod tests {
     fn every_row_has_a_unique_id_and_a_path_named_after_it() {
         let catalog = Catalog::new(&HashMap::new()).expect("defaults are valid");
         let ids: Vec<_> = catalog.iter().map(|m| m.id).collect();
-        assert_eq!(ids.len(), 12);
+        assert_eq!(ids.len(), 13);
         for m in catalog.iter() {
-            assert_eq!(m.path, format!("/v1/{}", m.id));
+            assert!(!m.id.is_empty());
+            assert_eq!(m.path(), format!("/v1/{}", m.id));
             assert_eq!(ids.iter().filter(|id| **id == m.id).count(), 1);
         }
+    }
+
+    #[test]
+    fn rows_match_the_product_table() {
+        let catalog = Catalog::new(&HashMap::new()).expect("defaults are valid");
+        let row = |id: &str| catalog.get(id).expect("in the catalog").clone();
+        let preview = row("flux-2-klein-9b-preview");
+        assert_eq!(
+            (preview.max_refs, preview.price_usd, preview.upsampling),
+            (4, 0.015, Upsampling::Ignored)
+        );
+        assert_eq!(preview.deadline, Duration::from_secs(60));
+        assert_eq!(row("flux-kontext-max").slot_class, SlotClass::KontextMax);
+        assert_eq!(row("flux-2-flex").deadline, Duration::from_secs(180));
+        assert!(row("flux-pro-1.1-ultra").raw && row("flux-pro-1.1-ultra").max_refs == 0);
+        assert_eq!(row("flux-pro-1.1").steps, None);
+        assert_eq!(row("flux-dev").guidance.map(|g| g.max), Some(5.0));
+        assert_eq!(row("flux-2-max").price_usd, 0.070);
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! Typed settings: `config/default.toml` (built in) → `--config FILE` → `FLUXGATE__…` environment,
-//! parsed once at start-up into values that cannot be wrong.
+//! parsed once at start-up into each module's own settings type. This is the one place that knows
+//! the key names; a key or variable that names nothing stops start-up with one line naming it.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use reqwest::Url;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::bfl::AllowList;
-use crate::dispatch::{KeyBudget, PoolLimits};
-use crate::upload::UploadLimits;
+use crate::bfl::{AllowList, BflSettings};
+use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
+use crate::catalog::ModelOverride;
+use crate::delivery::DeliverySettings;
+use crate::dispatch::DispatchSettings;
+use crate::records::StoreSettings;
+use crate::state::ServerSettings;
+use crate::telemetry::{LogFormat, TelemetrySettings};
+use crate::upload::{UploadLimits, UploadSettings};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
+const ENV_PREFIX: &str = "FLUXGATE__";
 
 /// Why the configuration cannot be used; printed as the one-line reason start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +31,8 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration: unknown key `{key}` in {origin} (every key is listed in config/default.toml)")]
+    UnknownKey { key: String, origin: String },
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -31,15 +40,19 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSettings {
     server: RawServer,
     upstream: RawUpstream,
     uploads: RawUploads,
+    jobs: RawJobs,
+    telemetry: RawTelemetry,
     #[serde(default)]
     models: HashMap<String, ModelOverride>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawServer {
     listen: String,
     api_keys: Vec<String>,
@@ -50,9 +63,11 @@ struct RawServer {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawUpstream {
     base_url: String,
     keys: Vec<String>,
+    key_names: Vec<String>,
     allowed_hosts: Vec<String>,
     allow_http: bool,
     connect_timeout_ms: u64,
@@ -71,9 +86,11 @@ struct RawUpstream {
     queue_wait_ms: u64,
     credit_cooldown_secs: u64,
     poll_timeout_ms: u64,
+    max_task_lifetime_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawUploads {
     max_file_bytes: u64,
     max_parts: usize,
@@ -82,54 +99,31 @@ struct RawUploads {
     max_json_bytes: usize,
 }
 
-/// Catalog defaults a deployment may change for one model.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ModelOverride {
-    pub deadline_secs: Option<u64>,
-    pub price_usd: Option<f64>,
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    result_ttl_secs: u64,
+    max_records: usize,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    log_format: String,
+}
+
+/// Every module's settings, as configured.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
-    pub upstream: UpstreamSettings,
+    pub telemetry: TelemetrySettings,
+    pub upstream: BflSettings,
+    pub capacity: CapacitySettings,
+    pub dispatch: DispatchSettings,
+    pub delivery: DeliverySettings,
     pub uploads: UploadSettings,
+    pub jobs: StoreSettings,
     pub models: HashMap<String, ModelOverride>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    pub listen: SocketAddr,
-    pub api_keys: Vec<SecretString>,
-    pub max_json_bytes: usize,
-    pub default_model: String,
-    pub drain_delay: Duration,
-    pub shutdown_grace: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct UploadSettings {
-    pub limits: UploadLimits,
-    pub max_json_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    pub base_url: Url,
-    /// Every key with its slot budget.
-    pub keys: Vec<KeyBudget>,
-    pub allow: AllowList,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub submit_retries: u32,
-    pub retry_base: Duration,
-    pub poll_interval: Duration,
-    pub not_found_grace: Duration,
-    pub max_result_bytes: usize,
-    pub first_poll_scale: f64,
-    pub pool: PoolLimits,
-    pub poll_timeout: Duration,
-    pub max_idle_connections: usize,
 }
 
 /// Where settings come from, in increasing priority.
@@ -144,14 +138,25 @@ pub struct Sources<'a> {
 }
 
 impl Settings {
-    /// Loads every layer and validates the result.
+    /// Loads every layer, refuses keys that name nothing, and validates the result.
     pub fn load(sources: Sources<'_>) -> Result<Settings, ConfigError> {
+        let known =
+            keys_of(&Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml)).build()?)?;
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(overlay) = sources.overlay {
             builder = builder.add_source(File::from_str(overlay, FileFormat::Toml));
         }
         if let Some(path) = sources.file {
+            let file = Config::builder().add_source(File::from(path).required(true)).build()?;
+            check_known(&known, keys_of(&file)?, || path.display().to_string())?;
             builder = builder.add_source(File::from(path).required(true));
+        }
+        let variables = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter_map(|name| name.strip_prefix(ENV_PREFIX).map(|rest| (name.clone(), rest.to_owned())));
+        for (name, rest) in variables {
+            let key = rest.split("__").collect::<Vec<_>>().join(".").to_ascii_lowercase();
+            check_known(&known, [key], || format!("the environment ({name})"))?;
         }
         builder = builder.add_source(
             Environment::with_prefix("FLUXGATE")
@@ -161,6 +166,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("server.api_keys")
                 .with_list_parse_key("upstream.keys")
+                .with_list_parse_key("upstream.key_names")
                 .with_list_parse_key("upstream.allowed_hosts")
                 .with_list_parse_key("upstream.key_caps"),
         );
@@ -172,85 +178,156 @@ impl Settings {
     }
 }
 
+/// Every leaf key of `config`, dotted (`server.listen`).
+fn keys_of(config: &Config) -> Result<BTreeSet<String>, ConfigError> {
+    fn walk(prefix: &str, table: &HashMap<String, Value>, out: &mut BTreeSet<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            match &value.kind {
+                ValueKind::Table(inner) if !inner.is_empty() => walk(&key, inner, out),
+                ValueKind::Nil
+                | ValueKind::Boolean(_)
+                | ValueKind::I64(_)
+                | ValueKind::I128(_)
+                | ValueKind::U64(_)
+                | ValueKind::U128(_)
+                | ValueKind::Float(_)
+                | ValueKind::String(_)
+                | ValueKind::Table(_)
+                | ValueKind::Array(_) => {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk("", &config.clone().try_deserialize::<HashMap<String, Value>>()?, &mut out);
+    Ok(out)
+}
+
+/// `models.<id>.<field>` is open-ended (checked against the catalog and `ModelOverride`); every
+/// other key must be one of the defaults'.
+fn check_known(
+    known: &BTreeSet<String>,
+    keys: impl IntoIterator<Item = String>,
+    origin: impl Fn() -> String,
+) -> Result<(), ConfigError> {
+    for key in keys {
+        if !(known.contains(&key) || key == "models" || key.starts_with("models.")) {
+            return Err(ConfigError::UnknownKey { key, origin: origin() });
+        }
+    }
+    Ok(())
+}
+
 impl TryFrom<RawSettings> for Settings {
     type Error = ConfigError;
 
     fn try_from(raw: RawSettings) -> Result<Self, ConfigError> {
-        let listen = raw.server.listen.parse().map_err(|_| {
-            invalid("server.listen", format!("`{}` is not an address like 0.0.0.0:8080", raw.server.listen))
-        })?;
-        let allow = AllowList::new(&raw.upstream.allowed_hosts, raw.upstream.allow_http)
-            .map_err(|reason| invalid("upstream.allowed_hosts", reason))?;
-        let base_url = Url::parse(raw.upstream.base_url.trim_end_matches('/'))
-            .map_err(|e| invalid("upstream.base_url", e.to_string()))?;
-        if !allow.permits(&base_url) {
-            return Err(invalid(
-                "upstream.base_url",
-                format!(
-                    "{base_url} is not on upstream.allowed_hosts (or is http without upstream.allow_http)"
-                ),
-            ));
-        }
-        let mut keys = split_keys(&raw.upstream.keys);
-        if keys.is_empty()
-            && let Ok(env_key) = std::env::var("BFL_API_KEY")
-        {
-            keys = split_keys(&[env_key]);
-        }
-        if raw.server.max_json_bytes < 1024 {
-            return Err(invalid("server.max_json_bytes", "must be at least 1024"));
-        }
-        if raw.upstream.poll_interval_ms == 0 || raw.upstream.request_timeout_ms == 0 {
-            return Err(invalid("upstream", "poll_interval_ms and request_timeout_ms must be positive"));
-        }
-        let scale = raw.upstream.first_poll_scale;
-        if !(scale.is_finite() && scale > 0.0 && scale <= 10.0) {
-            return Err(invalid("upstream.first_poll_scale", "must be above 0 and at most 10"));
-        }
-        for (id, o) in &raw.models {
-            if o.deadline_secs == Some(0) || o.price_usd.is_some_and(|p| p.is_nan() || p < 0.0) {
-                return Err(ConfigError::Invalid {
-                    key: "models",
-                    reason: format!("{id}: deadline_secs must be positive and price_usd not negative"),
-                });
-            }
-        }
+        let RawSettings { server, upstream, uploads, jobs, telemetry, models } = raw;
         Ok(Settings {
-            server: ServerSettings {
-                listen,
-                api_keys: split_keys(&raw.server.api_keys),
-                max_json_bytes: raw.server.max_json_bytes,
-                default_model: raw.server.default_model,
-                drain_delay: Duration::from_millis(raw.server.drain_delay_ms),
-                shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs),
-            },
-            upstream: UpstreamSettings {
-                base_url,
-                keys: budgets(keys, &raw.upstream)?,
-                allow,
-                connect_timeout: Duration::from_millis(raw.upstream.connect_timeout_ms),
-                request_timeout: Duration::from_millis(raw.upstream.request_timeout_ms),
-                submit_retries: raw.upstream.submit_retries,
-                retry_base: Duration::from_millis(raw.upstream.retry_base_ms),
-                poll_interval: Duration::from_millis(raw.upstream.poll_interval_ms),
-                not_found_grace: Duration::from_millis(raw.upstream.not_found_grace_ms),
-                max_result_bytes: raw.upstream.max_result_bytes,
-                first_poll_scale: raw.upstream.first_poll_scale,
-                pool: PoolLimits {
-                    queue_max: raw.upstream.queue_max,
-                    queue_wait: Duration::from_millis(raw.upstream.queue_wait_ms),
-                    credit_cooldown: Duration::from_secs(raw.upstream.credit_cooldown_secs),
-                },
-                poll_timeout: Duration::from_millis(raw.upstream.poll_timeout_ms),
-                max_idle_connections: raw.upstream.max_idle_connections,
-            },
-            uploads: uploads(&raw.uploads)?,
-            models: raw.models,
+            server: server_settings(server)?,
+            telemetry: telemetry_settings(&telemetry)?,
+            capacity: capacity_settings(&upstream)?,
+            dispatch: dispatch_settings(&upstream)?,
+            delivery: DeliverySettings { max_result_bytes: upstream.max_result_bytes },
+            upstream: bfl_settings(&upstream)?,
+            uploads: upload_settings(&uploads)?,
+            jobs: store_settings(&jobs)?,
+            models,
         })
     }
 }
 
-fn uploads(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
+fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
+    let listen = raw.listen.parse().map_err(|_| {
+        invalid("server.listen", format!("`{}` is not an address like 0.0.0.0:8080", raw.listen))
+    })?;
+    if raw.max_json_bytes < 1024 {
+        return Err(invalid("server.max_json_bytes", "must be at least 1024"));
+    }
+    Ok(ServerSettings {
+        listen,
+        api_keys: split_keys(&raw.api_keys),
+        max_json_bytes: raw.max_json_bytes,
+        default_model: raw.default_model,
+        drain_delay: Duration::from_millis(raw.drain_delay_ms),
+        shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
+    })
+}
+
+fn telemetry_settings(raw: &RawTelemetry) -> Result<TelemetrySettings, ConfigError> {
+    let log_format = match raw.log_format.trim() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid("telemetry.log_format", format!("`{other}` is not \"text\" or \"json\"")));
+        }
+    };
+    Ok(TelemetrySettings { log_format })
+}
+
+fn bfl_settings(raw: &RawUpstream) -> Result<BflSettings, ConfigError> {
+    let allow = AllowList::new(&raw.allowed_hosts, raw.allow_http)
+        .map_err(|reason| invalid("upstream.allowed_hosts", reason))?;
+    let base_url = Url::parse(raw.base_url.trim_end_matches('/'))
+        .map_err(|e| invalid("upstream.base_url", e.to_string()))?;
+    if !allow.permits(&base_url) {
+        return Err(invalid(
+            "upstream.base_url",
+            format!("{base_url} is not on upstream.allowed_hosts (or is http without upstream.allow_http)"),
+        ));
+    }
+    if raw.request_timeout_ms == 0 {
+        return Err(invalid("upstream.request_timeout_ms", "must be positive"));
+    }
+    Ok(BflSettings {
+        base_url,
+        allow,
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        request_timeout: Duration::from_millis(raw.request_timeout_ms),
+        max_idle_connections: raw.max_idle_connections,
+    })
+}
+
+fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError> {
+    if raw.poll_interval_ms == 0 || raw.poll_timeout_ms == 0 {
+        return Err(invalid("upstream", "poll_interval_ms and poll_timeout_ms must be positive"));
+    }
+    let scale = raw.first_poll_scale;
+    if !(scale.is_finite() && scale > 0.0 && scale <= 10.0) {
+        return Err(invalid("upstream.first_poll_scale", "must be above 0 and at most 10"));
+    }
+    if raw.max_task_lifetime_secs == 0 {
+        return Err(invalid("upstream.max_task_lifetime_secs", "must be positive"));
+    }
+    Ok(DispatchSettings {
+        submit_retries: raw.submit_retries,
+        retry_base: Duration::from_millis(raw.retry_base_ms),
+        poll_interval: Duration::from_millis(raw.poll_interval_ms),
+        poll_timeout: Duration::from_millis(raw.poll_timeout_ms),
+        not_found_grace: Duration::from_millis(raw.not_found_grace_ms),
+        first_poll_scale: scale,
+        max_task_lifetime: Duration::from_secs(raw.max_task_lifetime_secs),
+    })
+}
+
+fn capacity_settings(raw: &RawUpstream) -> Result<CapacitySettings, ConfigError> {
+    let mut keys = split_keys(&raw.keys);
+    if keys.is_empty()
+        && let Ok(env_key) = std::env::var("BFL_API_KEY")
+    {
+        keys = split_keys(&[env_key]);
+    }
+    Ok(CapacitySettings {
+        keys: budgets(keys, raw)?,
+        queue_max: raw.queue_max,
+        queue_wait: Duration::from_millis(raw.queue_wait_ms),
+        credit_cooldown: Duration::from_secs(raw.credit_cooldown_secs),
+    })
+}
+
+fn upload_settings(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
     if raw.max_file_bytes == 0 || raw.max_parts == 0 || raw.max_json_bytes < 1024 {
         return Err(invalid(
             "uploads",
@@ -270,15 +347,27 @@ fn uploads(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
     })
 }
 
-/// Pairs each key with its budget: `key_caps[i]` ("TASKS" or "TASKS/KONTEXT_MAX") or the defaults.
+fn store_settings(raw: &RawJobs) -> Result<StoreSettings, ConfigError> {
+    if raw.max_records == 0 {
+        return Err(invalid("jobs.max_records", "must be positive"));
+    }
+    Ok(StoreSettings { result_ttl: Duration::from_secs(raw.result_ttl_secs), max_records: raw.max_records })
+}
+
+/// Pairs each key with its name and budget: `key_names[i]` (else a short hash of the key) and
+/// `key_caps[i]` ("TASKS" or "TASKS/KONTEXT_MAX", else the defaults).
 fn budgets(keys: Vec<SecretString>, raw: &RawUpstream) -> Result<Vec<KeyBudget>, ConfigError> {
-    if raw.task_cap == 0 || raw.poll_timeout_ms == 0 {
-        return Err(invalid("upstream", "task_cap and poll_timeout_ms must be positive"));
+    if raw.task_cap == 0 {
+        return Err(invalid("upstream.task_cap", "must be positive"));
     }
     if raw.key_caps.len() > keys.len() {
         return Err(invalid("upstream.key_caps", "more entries than upstream.keys"));
     }
-    keys.into_iter()
+    if raw.key_names.len() > keys.len() {
+        return Err(invalid("upstream.key_names", "more entries than upstream.keys"));
+    }
+    let budgets = keys
+        .into_iter()
         .enumerate()
         .map(|(i, key)| {
             let (tasks, kontext_max) = match raw.key_caps.get(i).map(|c| c.trim()) {
@@ -296,9 +385,23 @@ fn budgets(keys: Vec<SecretString>, raw: &RawUpstream) -> Result<Vec<KeyBudget>,
                     (t, k)
                 }
             };
-            Ok(KeyBudget { key, tasks, kontext_max: kontext_max.min(tasks) })
+            let id = match raw.key_names.get(i).map(|n| n.trim()) {
+                Some(name) if !name.is_empty() => KeyId::named(name),
+                Some(_) => return Err(invalid("upstream.key_names", "a key name is blank")),
+                None => KeyId::of(&key),
+            };
+            Ok(KeyBudget { id, key, tasks, kontext_max: kontext_max.min(tasks) })
         })
-        .collect()
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let mut ids: Vec<&KeyId> = budgets.iter().map(|b| &b.id).collect();
+    ids.sort();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(invalid(
+            "upstream.keys",
+            "two keys have the same name (or the same key is listed twice)",
+        ));
+    }
+    Ok(budgets)
 }
 
 /// Keys may arrive as a list or as one comma-separated string; blanks are dropped.
@@ -310,4 +413,53 @@ fn split_keys(values: &[String]) -> Vec<SecretString> {
         .filter(|k| !k.is_empty())
         .map(|k| SecretString::from(k.to_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("fluxgate.toml");
+        std::fs::write(&path, text).expect("write config");
+        Settings::load(Sources { file: Some(&path), ..Sources::default() })
+    }
+
+    #[test]
+    fn the_defaults_load() {
+        let settings = Settings::load(Sources::default()).expect("defaults are valid");
+        assert_eq!(settings.server.listen.port(), 8080);
+        assert_eq!(settings.jobs.result_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_stops_start_up_naming_it() {
+        let err = load_toml("[server]\nlistn = \"127.0.0.1:1\"\n").expect_err("a typo is refused");
+        assert!(err.to_string().contains("server.listn"), "{err}");
+        let err = load_toml("[servr]\nlisten = \"127.0.0.1:1\"\n").expect_err("a typo is refused");
+        assert!(err.to_string().contains("servr.listen"), "{err}");
+        assert!(load_toml("[models.\"flux-dev\"]\ndeadline_secs = 9\n").is_ok());
+        assert!(load_toml("[models.\"flux-dev\"]\ndeadline = 9\n").is_err());
+    }
+
+    #[test]
+    fn keys_get_stable_ids_from_names_or_hashes_and_duplicates_are_refused() {
+        let settings = Settings::load(Sources {
+            overrides: vec![
+                ("upstream.keys", vec!["a".to_owned(), "b".to_owned()].into()),
+                ("upstream.key_names", vec!["primary".to_owned()].into()),
+            ],
+            ..Sources::default()
+        })
+        .expect("valid");
+        let ids: Vec<String> = settings.capacity.keys.iter().map(|k| k.id.to_string()).collect();
+        assert_eq!(ids[0], "primary");
+        assert!(ids[1].starts_with("key-"));
+        let twice = Settings::load(Sources {
+            overrides: vec![("upstream.keys", vec!["a".to_owned(), "a".to_owned()].into())],
+            ..Sources::default()
+        });
+        assert!(twice.is_err());
+    }
 }

@@ -1,5 +1,8 @@
 //! `ApiError`: every way a request can fail, mapped explicitly to the OpenAI error body, an HTTP
-//! status and the retry headers the OpenAI SDKs obey (PRODUCT.md section 4).
+//! status and the retry headers the OpenAI SDKs obey (PRODUCT.md section 4). Turning a response
+//! into an error has no side effect: an internal error's cause rides in the response extensions
+//! (`ErrorCause`) and the request-log middleware logs it once.
+#![warn(clippy::wildcard_enum_match_arm)]
 
 use std::time::Duration;
 
@@ -38,14 +41,22 @@ pub enum ApiError {
     /// The model's deadline passed. `accepted`: BFL had taken the job (a retry would pay twice).
     #[error("the image was not ready within the model's deadline of {} s", deadline.as_secs())]
     DeadlineExceeded { deadline: Duration, accepted: bool },
-    /// A fault of ours. The cause is logged by whoever built this; the client sees no detail.
+    /// A fault of ours. The cause is logged by the request log; the client sees no detail.
     #[error("internal error")]
-    Internal,
+    Internal { cause: String },
 }
+
+/// The cause of an internal error, carried in the response extensions for the request log.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
 
 impl ApiError {
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::InvalidRequest { message: message.into(), param: Some(param.into()), code: "invalid_value" }
+    }
+
+    pub fn internal(cause: impl Into<String>) -> ApiError {
+        ApiError::Internal { cause: cause.into() }
     }
 
     pub fn too_large(param: Option<String>, message: impl Into<String>) -> ApiError {
@@ -63,7 +74,7 @@ impl ApiError {
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -80,7 +91,7 @@ impl ApiError {
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
                 "upstream_error"
             }
-            ApiError::Internal => "server_error",
+            ApiError::Internal { .. } => "server_error",
         }
     }
 
@@ -96,7 +107,7 @@ impl ApiError {
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
-            ApiError::Internal => None,
+            ApiError::Internal { .. } => None,
         }
     }
 
@@ -106,7 +117,15 @@ impl ApiError {
                 param.as_deref()
             }
             ApiError::ModelNotFound(_) => Some("model"),
-            _ => None,
+            ApiError::Unauthorized
+            | ApiError::Moderated { .. }
+            | ApiError::RouteNotFound(_)
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::Capacity { .. }
+            | ApiError::Upstream(_)
+            | ApiError::UpstreamAfterSubmit(_)
+            | ApiError::DeadlineExceeded { .. }
+            | ApiError::Internal { .. } => None,
         }
     }
 
@@ -122,14 +141,24 @@ impl ApiError {
             | ApiError::UpstreamAfterSubmit(_) => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
-            ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal => None,
+            ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal { .. } => None,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Capacity { retry_after, .. } => Some(*retry_after),
-            _ => None,
+            ApiError::InvalidRequest { .. }
+            | ApiError::Unauthorized
+            | ApiError::Moderated { .. }
+            | ApiError::ModelNotFound(_)
+            | ApiError::RouteNotFound(_)
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::Upstream(_)
+            | ApiError::UpstreamAfterSubmit(_)
+            | ApiError::DeadlineExceeded { .. }
+            | ApiError::Internal { .. } => None,
         }
     }
 }
@@ -167,6 +196,9 @@ impl IntoResponse for ApiError {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             headers.insert("retry-after-ms", HeaderValue::from(after.as_millis().max(1) as u64));
+        }
+        if let ApiError::Internal { cause } = self {
+            response.extensions_mut().insert(ErrorCause(cause));
         }
         response
     }

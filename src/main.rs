@@ -1,4 +1,5 @@
-//! The `fluxgate` binary: `serve`, `demo` (gateway + built-in BFL simulator) and `simulate`.
+//! The `fluxgate` binary: `serve`, `demo` (gateway + built-in BFL simulator), `simulate` and
+//! `health`. Settings are loaded before logging starts, so the log format is configurable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,8 +8,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fluxgate::config::{Settings, Sources};
 use fluxgate::server::{serve, shutdown_signal};
-use fluxgate::simulator::{SimConfig, Simulator};
-use fluxgate::state::AppState;
 
 #[derive(Parser)]
 #[command(name = "fluxgate", version, about = "OpenAI-compatible gateway for Black Forest Labs' FLUX models")]
@@ -25,6 +24,7 @@ enum Command {
     /// Run the gateway against BFL (needs FLUXGATE__UPSTREAM__KEYS or BFL_API_KEY).
     Serve,
     /// Run the gateway with the built-in BFL simulator: no key needed.
+    #[cfg(feature = "simulator")]
     Demo {
         /// Simulated job durations are multiplied by this (1.0 ≈ real BFL timings).
         #[arg(long, default_value_t = 0.5)]
@@ -33,32 +33,16 @@ enum Command {
     /// Exit 0 when the gateway on this machine answers /healthz (the container health check).
     Health,
     /// Run only the BFL simulator (for tests and benchmarks run by hand).
-    Simulate {
-        #[arg(long, default_value = "127.0.0.1:9090")]
-        listen: SocketAddr,
-        #[arg(long, default_value_t = 1.0)]
-        time_scale: f64,
-        /// Accepted BFL keys, comma-separated (empty: any key).
-        #[arg(long, value_delimiter = ',')]
-        keys: Vec<String>,
-        /// Active tasks allowed per key (BFL: 24).
-        #[arg(long, default_value_t = 24)]
-        task_cap: usize,
-        /// Active flux-kontext-max tasks allowed per key (BFL: 6).
-        #[arg(long, default_value_t = 6)]
-        kontext_max_cap: usize,
-        /// Keep submit bodies without their input_image* data (bounded memory in long benchmarks).
-        #[arg(long)]
-        no_record_bodies: bool,
-    },
+    #[cfg(feature = "simulator")]
+    Simulate(bfl_sim::cli::SimArgs),
 }
 
 /// Demo mode listens on loopback unless told otherwise: it has no client authentication.
+#[cfg(feature = "simulator")]
 const DEMO_OVERLAY: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fluxgate::telemetry::init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,18 +56,18 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve => {
-            let settings = Settings::load(Sources { file: cli.config.as_deref(), ..Sources::default() })
-                .map_err(|e| e.to_string())?;
-            if settings.upstream.keys.is_empty() {
+            let settings = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;
+            if settings.capacity.keys.is_empty() {
                 return Err(
                     "no BFL key: set FLUXGATE__UPSTREAM__KEYS or BFL_API_KEY (or try `fluxgate demo`)".into(),
                 );
             }
             gateway(settings, None).await
         }
+        #[cfg(feature = "simulator")]
         Command::Demo { time_scale } => {
-            check_scale(time_scale)?;
-            let sim = Simulator::new(SimConfig { time_scale, ..SimConfig::default() });
+            bfl_sim::cli::check_scale(time_scale)?;
+            let sim = bfl_sim::Simulator::new(bfl_sim::SimConfig { time_scale, ..Default::default() });
             let sim_addr =
                 sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
             let sources = Sources {
@@ -97,12 +81,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                     ("upstream.first_poll_scale", time_scale.into()),
                 ],
             };
-            let settings = Settings::load(sources).map_err(|e| e.to_string())?;
+            let settings = load(sources)?;
             gateway(settings, Some(sim_addr)).await
         }
         Command::Health => {
-            let settings = Settings::load(Sources { file: cli.config.as_deref(), ..Sources::default() })
-                .map_err(|e| e.to_string())?;
+            let settings = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;
             let url = format!("http://127.0.0.1:{}/healthz", settings.server.listen.port());
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(2))
@@ -114,38 +97,24 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Err(e) => Err(format!("{url}: {e}")),
             }
         }
-        Command::Simulate { listen, time_scale, keys, task_cap, kontext_max_cap, no_record_bodies } => {
-            check_scale(time_scale)?;
-            let sim = Simulator::new(SimConfig {
-                time_scale,
-                keys,
-                task_cap,
-                kontext_max_cap,
-                record_bodies: !no_record_bodies,
-                ..SimConfig::default()
-            });
-            let addr = sim.spawn(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            println!("BFL simulator listening on http://{addr}");
-            shutdown_signal().await;
-            Ok(())
-        }
+        #[cfg(feature = "simulator")]
+        Command::Simulate(args) => bfl_sim::cli::run(&args).await,
     }
 }
 
-fn check_scale(scale: f64) -> Result<(), String> {
-    if scale.is_finite() && scale > 0.0 && scale <= 10.0 {
-        Ok(())
-    } else {
-        Err(format!("--time-scale must be above 0 and at most 10, got {scale}"))
-    }
+/// Settings from every layer, then logging as they configure it.
+fn load(sources: Sources<'_>) -> Result<Settings, String> {
+    let settings = Settings::load(sources).map_err(|e| e.to_string())?;
+    fluxgate::telemetry::init(&settings.telemetry);
+    Ok(settings)
 }
 
 async fn gateway(settings: Settings, simulator: Option<SocketAddr>) -> Result<(), String> {
     let listen = settings.server.listen;
     let open = settings.server.api_keys.is_empty();
     let upstream = settings.upstream.base_url.clone();
-    let key_count = settings.upstream.keys.len();
-    let state = AppState::new(settings).map_err(|e| e.to_string())?;
+    let key_count = settings.capacity.keys.len();
+    let state = fluxgate::startup::build(settings).map_err(|e| e.to_string())?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

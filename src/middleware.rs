@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCause};
 use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -35,7 +35,11 @@ pub async fn request_id(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
-        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "done")
+        let (status, ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
+        match response.extensions().get::<ErrorCause>() {
+            Some(ErrorCause(cause)) => tracing::error!(status, ms, %cause, "done with an internal error"),
+            None => tracing::info!(status, ms, "done"),
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -46,7 +50,7 @@ pub async fn request_id(req: Request, next: Next) -> Response {
 /// Checks `Authorization: Bearer <token>` against the configured client tokens in constant time
 /// (hashing first, so neither content nor length leaks). No tokens configured: open.
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let keys = &state.settings.server.api_keys;
+    let keys = &state.server.api_keys;
     if keys.is_empty() {
         return next.run(req).await;
     }
@@ -65,7 +69,11 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 }
 
 /// A panic in a handler becomes an OpenAI-shaped 500 instead of a dropped connection.
-pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::Internal.into_response()
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    ApiError::internal(format!("a request handler panicked: {what}")).into_response()
 }

@@ -45,7 +45,7 @@ pub async fn serve(
             // Readiness fails first, while requests are still served, so the load balancer has
             // time to stop sending before the listener closes.
             draining.start_draining();
-            let delay = draining.settings.server.drain_delay;
+            let delay = draining.server.drain_delay;
             tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: not ready, then draining");
             tokio::time::sleep(delay).await;
             tracing::info!("listener closed: finishing in-flight requests");
@@ -53,7 +53,7 @@ pub async fn serve(
         .await?;
     let tracker = state.dispatcher.tracker();
     tracker.close();
-    if tokio::time::timeout(state.settings.server.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(state.server.shutdown_grace, tracker.wait()).await.is_err() {
         tracing::warn!(jobs = tracker.len(), "shutdown grace period over with jobs still running");
     }
     Ok(())

@@ -1,44 +1,58 @@
-//! `AppState`: what every handler shares, built once from `Settings`.
+//! `AppState`: what every handler shares (built once from `Settings` by `startup`), and the
+//! draining flag readiness reports.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::catalog::Catalog;
-use crate::config::Settings;
+use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
+use crate::upload::UploadSettings;
+
+/// The HTTP side: where to listen, who may call, and how shutdown drains.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Client tokens accepted as `Authorization: Bearer`; empty means no authentication.
+    pub api_keys: Vec<secrecy::SecretString>,
+    pub max_json_bytes: usize,
+    /// Model used when a request names none.
+    pub default_model: String,
+    /// After the signal: readiness fails for this long while requests are still served.
+    pub drain_delay: Duration,
+    /// Then in-flight requests and jobs get this long to finish.
+    pub shutdown_grace: Duration,
+}
 
 #[derive(Clone)]
 pub struct AppState {
-    pub settings: Arc<Settings>,
+    pub server: Arc<ServerSettings>,
+    pub uploads: Arc<UploadSettings>,
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
+    pub delivery: Delivery,
     draining: Arc<AtomicBool>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("configuration: {0}")]
-    Catalog(String),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
 impl AppState {
-    pub fn new(settings: Settings) -> Result<AppState, StateError> {
-        let catalog = Catalog::new(&settings.models).map_err(StateError::Catalog)?;
-        if catalog.get(&settings.server.default_model).is_none() {
-            return Err(StateError::Catalog(format!(
-                "server.default_model: `{}` is not in the catalog",
-                settings.server.default_model
-            )));
-        }
-        let dispatcher = Dispatcher::new(settings.upstream.clone())?;
-        Ok(AppState {
-            settings: Arc::new(settings),
+    /// The state of a gateway built from these parts (`startup` builds them from `Settings`).
+    pub fn from_parts(
+        server: ServerSettings,
+        uploads: UploadSettings,
+        catalog: Catalog,
+        dispatcher: Dispatcher,
+        delivery: Delivery,
+    ) -> AppState {
+        AppState {
+            server: Arc::new(server),
+            uploads: Arc::new(uploads),
             catalog: Arc::new(catalog),
             dispatcher,
+            delivery,
             draining: Arc::new(AtomicBool::new(false)),
-        })
+        }
     }
 
     /// From now on readiness fails; requests are still served until the listener closes.

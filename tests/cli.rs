@@ -3,6 +3,8 @@
 
 // Test and benchmark code drives servers from outside: plain spawns and sleeps are fine here.
 #![allow(clippy::disallowed_methods)]
+// A failed expectation in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
@@ -44,6 +46,9 @@ fn invalid_settings_are_refused_at_start_up() {
         ("FLUXGATE__UPSTREAM__BASE_URL", "https://evil.example.com", "upstream.base_url"),
         ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "*", "upstream.allowed_hosts"),
         ("FLUXGATE__SERVER__DEFAULT_MODEL", "flux-9", "server.default_model"),
+        // A typo is not silently ignored: the variable names no key.
+        ("FLUXGATE__SERVER__LISTN", "127.0.0.1:1", "FLUXGATE__SERVER__LISTN"),
+        ("FLUXGATE__TELEMETRY__LOG_FORMAT", "xml", "telemetry.log_format"),
     ];
     for (var, value, named) in cases {
         let out = run(fluxgate().arg("serve").env("FLUXGATE__UPSTREAM__KEYS", "k").env(var, value));

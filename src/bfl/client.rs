@@ -10,8 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::body::SubmitBody;
 use super::wire::{ErrorBody, PollReply, SubmitReply};
-use super::{AllowList, BflError};
-use crate::config::UpstreamSettings;
+use super::{AllowList, BflSettings, UpstreamError};
 
 #[derive(Debug, Clone)]
 pub struct BflClient {
@@ -21,7 +20,7 @@ pub struct BflClient {
 }
 
 impl BflClient {
-    pub fn new(settings: &UpstreamSettings) -> Result<BflClient, reqwest::Error> {
+    pub fn new(settings: &BflSettings) -> Result<BflClient, reqwest::Error> {
         let allow = settings.allow.clone();
         let redirect_allow = allow.clone();
         // A redirect must not carry the key (or a download) off the allow-list.
@@ -52,13 +51,13 @@ impl BflClient {
         url
     }
 
-    /// POSTs a job. `Err(BflError::Rejected)` carries BFL's status and detail.
+    /// POSTs a job.
     pub async fn submit(
         &self,
         key: &SecretString,
         path: &str,
         body: &SubmitBody,
-    ) -> Result<SubmitReply, BflError> {
+    ) -> Result<SubmitReply, UpstreamError> {
         let url = self.submit_url(path);
         self.check(&url)?;
         let response = self
@@ -71,12 +70,15 @@ impl BflClient {
             .body(body.to_reqwest())
             .send()
             .await
-            .map_err(BflError::from_transport)?;
+            .map_err(UpstreamError::from_transport)?;
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
-        let bytes = read_capped(response, MAX_REPLY_BYTES).await?;
-        serde_json::from_slice(&bytes).map_err(|e| BflError::Garbage(format!("submit reply: {e}")))
+        // The task exists from here on: a body that breaks off is unreadable, not lost in transit.
+        let bytes = read_capped(response, MAX_REPLY_BYTES)
+            .await
+            .map_err(|e| UpstreamError::Unreadable(format!("submit reply: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Unreadable(format!("submit reply: {e}")))
     }
 
     /// GETs a `polling_url` exactly as BFL returned it. A 404 whose body is a poll reply (`Task
@@ -86,7 +88,7 @@ impl BflClient {
         key: &SecretString,
         polling_url: &Url,
         timeout: Duration,
-    ) -> Result<PollReply, BflError> {
+    ) -> Result<PollReply, UpstreamError> {
         self.check(polling_url)?;
         let response = self
             .http
@@ -95,39 +97,39 @@ impl BflClient {
             .header("x-key", key.expose_secret())
             .send()
             .await
-            .map_err(BflError::from_transport)?;
+            .map_err(UpstreamError::from_transport)?;
         let status = response.status();
         if status.is_success() || status == StatusCode::NOT_FOUND {
             let bytes = read_capped(response, MAX_REPLY_BYTES).await?;
             return match serde_json::from_slice::<PollReply>(&bytes) {
                 Ok(reply) if status.is_success() || reply.status == "Task not found" => Ok(reply),
-                Ok(_) => Err(BflError::Rejected {
-                    status: status.as_u16(),
-                    message: "not found".into(),
-                    field: None,
-                    retry_after: None,
-                }),
-                Err(e) => Err(BflError::Garbage(format!("poll reply: {e}"))),
+                Ok(_) => Err(UpstreamError::NoSuchEndpoint),
+                Err(e) => Err(UpstreamError::Unreadable(format!("poll reply: {e}"))),
             };
         }
         Err(rejection(response).await)
     }
 
     /// Downloads a result image (no key is sent), refusing more than `max_bytes`.
-    pub async fn download(&self, url: &Url, max_bytes: usize) -> Result<Bytes, BflError> {
+    pub async fn download(&self, url: &Url, max_bytes: usize) -> Result<Bytes, UpstreamError> {
         self.check(url)?;
-        let response = self.http.get(url.clone()).send().await.map_err(BflError::from_transport)?;
+        let response = self.http.get(url.clone()).send().await.map_err(UpstreamError::from_transport)?;
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
         read_capped(response, max_bytes).await
     }
 
-    fn check(&self, url: &Url) -> Result<(), BflError> {
+    /// True when `url` may receive the key (or be downloaded from).
+    pub fn allows(&self, url: &Url) -> bool {
+        self.allow.permits(url)
+    }
+
+    fn check(&self, url: &Url) -> Result<(), UpstreamError> {
         if self.allow.permits(url) {
             Ok(())
         } else {
-            Err(BflError::NotAllowed(url.host_str().unwrap_or("?").to_owned()))
+            Err(UpstreamError::NotAllowed(url.host_str().unwrap_or("?").to_owned()))
         }
     }
 }
@@ -136,21 +138,21 @@ impl BflClient {
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// The body of `response`, refusing more than `max_bytes` (an upstream cannot fill our memory).
-async fn read_capped(response: reqwest::Response, max_bytes: usize) -> Result<Bytes, BflError> {
+async fn read_capped(response: reqwest::Response, max_bytes: usize) -> Result<Bytes, UpstreamError> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(BflError::from_transport)?;
+        let chunk = chunk.map_err(UpstreamError::from_transport)?;
         if body.len() + chunk.len() > max_bytes {
-            return Err(BflError::Garbage(format!("reply larger than {max_bytes} bytes")));
+            return Err(UpstreamError::Unreadable(format!("reply larger than {max_bytes} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(body))
 }
 
-/// Turns a non-success reply into `Rejected`, reading BFL's (FastAPI) detail when there is one.
-async fn rejection(response: reqwest::Response) -> BflError {
+/// Classifies a non-success reply, reading BFL's (FastAPI) detail when there is one.
+async fn rejection(response: reqwest::Response) -> UpstreamError {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -165,5 +167,5 @@ async fn rejection(response: reqwest::Response) -> BflError {
         Ok(body) => body.describe(),
         Err(_) => (format!("HTTP {status}"), None),
     };
-    BflError::Rejected { status, message, field, retry_after }
+    UpstreamError::from_status(status, message, field, retry_after)
 }

@@ -1,5 +1,6 @@
-//! The upstream: BFL's wire types, the allow-list, one-exchange client calls, and the translation
-//! of a validated job into BFL's request body.
+//! The upstream: BFL's wire types, the allow-list, one-exchange client calls, the translation of
+//! a validated job into BFL's request body, and the classification of every BFL answer into a
+//! typed `UpstreamError` or a `Status` (done here once; nothing else reads BFL status codes).
 
 mod allow;
 mod body;
@@ -13,31 +14,96 @@ pub use wire::{PollReply, Status, SubmitReply};
 
 use std::time::Duration;
 
-/// What one exchange with BFL can go wrong with. Messages are for logs, not for clients.
-#[derive(Debug, thiserror::Error)]
-pub enum BflError {
-    /// BFL answered with a non-success status.
-    #[error("BFL answered {status}: {message}")]
-    Rejected { status: u16, message: String, field: Option<String>, retry_after: Option<Duration> },
+use reqwest::Url;
+
+/// How the gateway talks to BFL: where, through which hosts, and with which timeouts.
+#[derive(Debug, Clone)]
+pub struct BflSettings {
+    pub base_url: Url,
+    pub allow: AllowList,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_idle_connections: usize,
+}
+
+/// Every way one exchange with BFL can fail, classified once. Messages are for logs, not clients.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpstreamError {
+    /// 400 or 422: BFL refused the request itself (FastAPI detail, and the field when it names one).
+    #[error("BFL refused the request: {message}")]
+    Invalid { message: String, field: Option<String> },
+    /// 401 or 403: the key is missing, wrong or revoked.
+    #[error("BFL refused the key")]
+    KeyRefused,
+    /// 402: the account behind the key is out of credits.
+    #[error("BFL says the account is out of credits")]
+    OutOfCredits,
+    /// 404 on a submit: BFL does not serve this path.
+    #[error("BFL does not serve this path")]
+    NoSuchEndpoint,
+    /// 429: too many active tasks on the key.
+    #[error("BFL says the key is at capacity")]
+    Busy { retry_after: Option<Duration> },
+    /// 5xx: BFL refused to take the request now, readably; it created no task.
+    #[error("BFL answered {status}")]
+    Unavailable { status: u16, retry_after: Option<Duration> },
+    /// Any other non-success status.
+    #[error("BFL answered an unexpected {status}: {message}")]
+    UnexpectedStatus { status: u16, message: String },
     /// The connection could not be made: nothing reached BFL, so a retry cannot pay twice.
     #[error("could not connect to BFL: {0}")]
     Connect(String),
-    /// The exchange broke after the request may have been sent (reset, timeout, broken body).
-    #[error("exchange with BFL failed: {0}")]
-    Transport(String),
-    /// BFL's reply could not be read.
+    /// The exchange broke after the request may have been sent (reset, timeout, broken body):
+    /// BFL may have acted on it.
+    #[error("exchange with BFL broke off: {0}")]
+    Lost(String),
+    /// A success status whose body could not be read or parsed.
     #[error("unreadable reply from BFL: {0}")]
-    Garbage(String),
-    /// The URL's host is not on the allow-list; nothing was sent.
-    #[error("host {0} is not on the upstream allow-list")]
+    Unreadable(String),
+    /// The URL is not on the allow-list; nothing was sent.
+    #[error("{0} is not on the upstream allow-list")]
     NotAllowed(String),
 }
 
-impl BflError {
-    fn from_transport(e: reqwest::Error) -> BflError {
+impl UpstreamError {
+    /// True when BFL may have created (and will charge) a task for a submit that failed so.
+    pub fn submit_may_have_run(&self) -> bool {
+        match self {
+            UpstreamError::Lost(_) | UpstreamError::Unreadable(_) => true,
+            UpstreamError::Invalid { .. }
+            | UpstreamError::KeyRefused
+            | UpstreamError::OutOfCredits
+            | UpstreamError::NoSuchEndpoint
+            | UpstreamError::Busy { .. }
+            | UpstreamError::Unavailable { .. }
+            | UpstreamError::UnexpectedStatus { .. }
+            | UpstreamError::Connect(_)
+            | UpstreamError::NotAllowed(_) => false,
+        }
+    }
+
+    fn from_transport(e: reqwest::Error) -> UpstreamError {
         // reqwest's text names the URL but never headers, so the key cannot leak through it.
         let connect = e.is_connect();
         let text = e.without_url().to_string();
-        if connect { BflError::Connect(text) } else { BflError::Transport(text) }
+        if connect { UpstreamError::Connect(text) } else { UpstreamError::Lost(text) }
+    }
+
+    /// A non-success status with BFL's detail, classified.
+    fn from_status(
+        status: u16,
+        message: String,
+        field: Option<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        match status {
+            400 | 422 => UpstreamError::Invalid { message, field },
+            401 | 403 => UpstreamError::KeyRefused,
+            402 => UpstreamError::OutOfCredits,
+            404 => UpstreamError::NoSuchEndpoint,
+            429 => UpstreamError::Busy { retry_after },
+            500..=599 => UpstreamError::Unavailable { status, retry_after },
+            _ => UpstreamError::UnexpectedStatus { status, message },
+        }
     }
 }

@@ -21,13 +21,18 @@ pub struct PollReply {
     pub result: Option<Value>,
     #[serde(default)]
     pub details: Option<Value>,
+    /// 0–1 (or 0–100 on some endpoints) while the task runs, when BFL reports it.
+    #[serde(default)]
+    pub progress: Option<f64>,
 }
 
 /// What a poll says about the task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
-    /// Pending, Reasoning, Generating: keep polling.
-    Running,
+    /// Pending, Queued, Reasoning, Generating, Uploading: keep polling.
+    Running {
+        progress: Option<f64>,
+    },
     Ready {
         sample: String,
         prompt: Option<String>,
@@ -35,15 +40,19 @@ pub enum Status {
     RequestModerated,
     ContentModerated,
     TaskNotFound,
-    Error(String),
-    /// A status BFL may add later; terminal, since we cannot know it will ever change.
-    Unknown(String),
+    /// `Error` or `Failed`: BFL gave up on the task.
+    Failed(String),
+    /// A status BFL added after this was written. Not a known terminal one, so the task is
+    /// still running until its deadline: failing it now could lose an image BFL then charges.
+    Unrecognized(String),
 }
 
 impl PollReply {
     pub fn status(&self) -> Status {
         match self.status.as_str() {
-            "Pending" | "Reasoning" | "Generating" | "Queued" => Status::Running,
+            "Pending" | "Queued" | "Reasoning" | "Generating" | "Uploading" => {
+                Status::Running { progress: self.progress.filter(|p| p.is_finite()) }
+            }
             "Ready" => {
                 let result = self.result.as_ref();
                 match result.and_then(|r| r.get("sample")).and_then(Value::as_str) {
@@ -54,30 +63,30 @@ impl PollReply {
                             .and_then(Value::as_str)
                             .map(str::to_owned),
                     },
-                    None => Status::Error("Ready without result.sample".to_owned()),
+                    None => Status::Failed("Ready without result.sample".to_owned()),
                 }
             }
             "Request Moderated" => Status::RequestModerated,
             "Content Moderated" => Status::ContentModerated,
             "Task not found" => Status::TaskNotFound,
-            "Error" => Status::Error(
+            "Error" | "Failed" => Status::Failed(
                 self.details.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "no details".to_owned()),
             ),
-            other => Status::Unknown(other.to_owned()),
+            other => Status::Unrecognized(other.to_owned()),
         }
     }
 }
 
 /// FastAPI validation error: `detail` is a string or a list of `{loc, msg, type}`.
 #[derive(Debug, Deserialize)]
-pub struct ErrorBody {
+pub(super) struct ErrorBody {
     #[serde(default)]
     pub detail: Option<Value>,
 }
 
 impl ErrorBody {
     /// A readable message and, for list-shaped details, the last named field of the first `loc`.
-    pub fn describe(&self) -> (String, Option<String>) {
+    pub(super) fn describe(&self) -> (String, Option<String>) {
         match &self.detail {
             Some(Value::String(s)) => (s.clone(), None),
             Some(Value::Array(items)) => {
@@ -139,9 +148,14 @@ mod tests {
     #[test]
     fn unknown_statuses_are_kept_and_ready_needs_a_sample() {
         let reply: PollReply = serde_json::from_value(json!({"status": "Exploded"})).expect("valid");
-        assert_eq!(reply.status(), Status::Unknown("Exploded".into()));
+        assert_eq!(reply.status(), Status::Unrecognized("Exploded".into()));
         let reply: PollReply =
             serde_json::from_value(json!({"status": "Ready", "result": {}})).expect("valid");
-        assert!(matches!(reply.status(), Status::Error(_)));
+        assert!(matches!(reply.status(), Status::Failed(_)));
+        let reply: PollReply = serde_json::from_value(json!({"status": "Failed"})).expect("valid");
+        assert!(matches!(reply.status(), Status::Failed(_)));
+        let reply: PollReply =
+            serde_json::from_value(json!({"status": "Uploading", "progress": 0.5})).expect("valid");
+        assert_eq!(reply.status(), Status::Running { progress: Some(0.5) });
     }
 }

@@ -1,47 +1,54 @@
-//! The dispatcher: takes a slot on a key, submits (with retries, moving to another key when one is
-//! refused), polls until the task is terminal or the model's deadline passes, and reports where the
-//! image is. Each job runs in its own task that holds its slot until BFL's task is over, so a
-//! client that disconnects never makes the slot count drift from BFL's.
+//! The dispatcher: starts a job in a task of its own and hands back a `JobHandle` to wait on. The
+//! job takes a slot (`capacity`), submits (with retries, moving to another key when one is
+//! refused), polls until BFL's task is terminal, and records each step in the job store, where
+//! its status can be watched. The slot is held until BFL's task is over, so a client that leaves
+//! or a deadline that passes never makes the slot count drift below BFL's.
 //!
-//! Cancellation is only safe before money is at stake: a job whose client leaves while it waits
-//! for a slot is dropped, but once a submit has gone out it always runs to its answer.
+//! Cancellation is only safe before money is at stake: a job whose every handle is dropped while
+//! it waits for a slot is dropped, but once a submit has gone out it always runs to its answer.
 
 mod follow;
-mod keys;
-mod ledger;
-mod outcome;
+mod handle;
+mod reporter;
 mod retry;
 mod schedule;
 mod submit;
 
-pub use keys::{KeyBudget, KeyPool, KeyTrouble, Lease, PoolLimits};
-pub use ledger::{LocalLedger, SlotLedger};
-use retry::backoff;
-use schedule::next_poll;
+pub use handle::JobHandle;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
-use reqwest::Url;
-use tokio::sync::oneshot;
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bfl::{BflClient, SubmitBody};
-use crate::config::UpstreamSettings;
+use crate::capacity::KeyPool;
 use crate::error::ApiError;
 use crate::job::ImageJob;
+use crate::records::{JobFailure, JobId, JobRecord, JobStatus, JobStore};
 
-/// Where a finished image is.
+use follow::Followed;
+use reporter::Reporter;
+use submit::Admission;
+
+/// Submit retries, the poll loop's timing, and how long a task may be followed.
 #[derive(Debug, Clone)]
-pub struct Finished {
-    pub sample: Url,
-    /// BFL's upsampled prompt, when it differs from the client's.
-    pub revised_prompt: Option<String>,
-    /// The job's deadline, which delivery must respect too, and the model's limit it came from.
-    pub deadline: Instant,
-    pub limit: std::time::Duration,
+pub struct DispatchSettings {
+    /// Extra submit attempts where BFL cannot have taken the job (5xx, connection refused).
+    pub submit_retries: u32,
+    pub retry_base: Duration,
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    /// How long `Task not found` is tolerated right after a submit.
+    pub not_found_grace: Duration,
+    /// Scales each model's expected run time (when the first poll goes out).
+    pub first_poll_scale: f64,
+    /// A task still running after this is given up (its slot freed), whatever BFL says.
+    pub max_task_lifetime: Duration,
 }
 
 #[derive(Clone)]
@@ -51,19 +58,24 @@ pub struct Dispatcher {
 
 struct Inner {
     client: BflClient,
-    keys: Arc<KeyPool>,
-    settings: UpstreamSettings,
+    pool: Arc<KeyPool>,
+    store: Arc<dyn JobStore>,
+    settings: DispatchSettings,
     tracker: TaskTracker,
+    /// Statuses BFL sent that this version does not know, each logged once (bounded).
+    unrecognized: Mutex<HashSet<String>>,
 }
 
-type Reply = oneshot::Sender<Result<Finished, ApiError>>;
-
 impl Dispatcher {
-    pub fn new(settings: UpstreamSettings) -> Result<Dispatcher, reqwest::Error> {
-        let client = BflClient::new(&settings)?;
-        let ledger = Arc::new(LocalLedger::new(settings.keys.len()));
-        let keys = KeyPool::new(settings.keys.clone(), settings.pool.clone(), ledger);
-        Ok(Dispatcher { inner: Arc::new(Inner { client, keys, settings, tracker: TaskTracker::new() }) })
+    pub fn new(
+        client: BflClient,
+        pool: Arc<KeyPool>,
+        store: Arc<dyn JobStore>,
+        settings: DispatchSettings,
+        tracker: TaskTracker,
+    ) -> Dispatcher {
+        let unrecognized = Mutex::new(HashSet::new());
+        Dispatcher { inner: Arc::new(Inner { client, pool, store, settings, tracker, unrecognized }) }
     }
 
     /// Jobs still running, including those whose client has gone.
@@ -71,54 +83,37 @@ impl Dispatcher {
         &self.inner.tracker
     }
 
-    /// Upstream slots held right now (one per BFL task not yet terminal).
+    /// Upstream slots this process holds right now (one per BFL task not yet terminal).
     pub fn slots_in_use(&self) -> usize {
-        self.inner.keys.in_use()
+        self.inner.pool.in_use()
     }
 
     /// Jobs waiting in the queue for a slot.
     pub fn queued(&self) -> usize {
-        self.inner.keys.queued()
+        self.inner.pool.queued()
     }
 
-    /// Runs `job` and answers by its model's deadline at the latest. The job itself goes on in
-    /// the background if the caller leaves or the deadline passes, until BFL's task is over.
-    pub async fn run(&self, job: ImageJob) -> Result<Finished, ApiError> {
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// Starts `job` in the background and returns a handle to wait on. Dropping every handle
+    /// while the job still waits for a slot drops the job; after its submit it runs to the end.
+    pub fn start(&self, job: ImageJob) -> Result<JobHandle, ApiError> {
+        let id = JobId::new();
         let limit = job.model.deadline;
         let deadline = Instant::now() + limit;
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let (gone_tx, gone_rx) = oneshot::channel::<()>();
-        let submitted = Arc::new(AtomicBool::new(false));
+        self.inner
+            .store
+            .insert(JobRecord::new(id.clone(), job.model.id))
+            .map_err(|_| ApiError::from(JobFailure::StoreFull))?;
+        let (tx, rx) = watch::channel(JobStatus::Queued);
+        let reporter = Reporter::new(id.clone(), job.model.id, tx, self.inner.store.clone());
+        let abandon = CancellationToken::new();
         let inner = self.inner.clone();
-        let flag = submitted.clone();
-        self.inner.tracker.spawn(async move { inner.execute(job, deadline, reply_tx, gone_rx, flag).await });
-        // Dropped with this future: tells a job still waiting for a slot that nobody waits for it.
-        let _client = gone_tx;
-        match timeout_at(deadline, reply_rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => {
-                tracing::error!("a job ended without an outcome");
-                Err(ApiError::Internal)
-            }
-            Err(_) => Err(ApiError::DeadlineExceeded {
-                deadline: limit,
-                accepted: submitted.load(Ordering::SeqCst),
-            }),
-        }
-    }
-
-    /// Downloads a finished image (for `b64_json`), within the allow-list, the size cap and the
-    /// job's deadline.
-    pub async fn download(&self, finished: &Finished) -> Result<Bytes, ApiError> {
-        let fetch = self.inner.client.download(&finished.sample, self.inner.settings.max_result_bytes);
-        match timeout_at(finished.deadline, fetch).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "result download failed");
-                Err(ApiError::UpstreamAfterSubmit("the finished image could not be fetched from BFL".into()))
-            }
-            Err(_) => Err(ApiError::DeadlineExceeded { deadline: finished.limit, accepted: true }),
-        }
+        let cancelled = abandon.clone();
+        self.inner.tracker.spawn(async move { inner.execute(job, reporter, deadline, cancelled).await });
+        Ok(JobHandle::new(id, rx, deadline, limit, abandon.drop_guard()))
     }
 }
 
@@ -126,35 +121,38 @@ impl Inner {
     async fn execute(
         &self,
         mut job: ImageJob,
+        reporter: Reporter,
         deadline: Instant,
-        reply: Reply,
-        mut client_gone: oneshot::Receiver<()>,
-        submitted: Arc<AtomicBool>,
+        abandon: CancellationToken,
     ) {
         let body = SubmitBody::new(&job);
-        let result = self.submit(&job, &body, deadline, &mut client_gone, &submitted).await;
+        let admission = self.admit(&job, &body, deadline, &abandon, &reporter).await;
         // BFL has the images now (or never will): spooled references can go.
         drop(body);
         job.references.clear();
-        let (lease, accepted) = match result {
-            Ok(done) => done,
-            Err(Some(e)) => return drop(reply.send(Err(e))),
-            Err(None) => {
-                tracing::info!(model = job.model.id, "client left before the job was submitted; dropped");
-                return;
+        match admission {
+            Admission::Abandoned => {
+                tracing::info!(job = %reporter.id(), model = job.model.id, "client left before the job was submitted; dropped");
+                reporter.forget();
             }
-        };
-        match self.follow(&lease, &job, accepted, deadline).await {
-            Ok(finished) => drop(reply.send(Ok(finished))),
-            Err((e, hold)) => {
-                drop(reply.send(Err(e)));
-                if let Some(until) = hold {
-                    // BFL still runs a task we cannot follow: its slot stays taken until the task
-                    // must be over.
-                    sleep_until(until).await;
+            Admission::Refused(failure) => reporter.fail(failure),
+            Admission::Lost { lease, failure } => {
+                reporter.fail(failure);
+                // BFL may run a task we cannot see: its slot stays taken until it must be over.
+                sleep_until(deadline).await;
+                lease.release().await;
+            }
+            Admission::Accepted { lease, reply } => {
+                match self.follow(&lease, &job, reply, &reporter).await {
+                    Followed::Over(Ok(finished)) => reporter.succeed(finished),
+                    Followed::Over(Err(failure)) => reporter.fail(failure),
+                    Followed::Unfollowable(failure) => {
+                        reporter.fail(failure);
+                        sleep_until(deadline).await;
+                    }
                 }
+                lease.release().await;
             }
         }
-        drop(lease);
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Delay before retry number `attempt` (0-based): `base · 2^attempt`, jittered to 50–100 %, or what
 /// the upstream asked for when it said so (capped, so one header cannot stall a job).
-pub fn backoff(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(super) fn backoff(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(asked) = retry_after {
         return asked.min(Duration::from_secs(10));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 const QUICK_FLOOR: Duration = Duration::from_millis(50);
 
 /// Delay before the next poll, given how long the job has been running.
-pub fn next_poll(expected: Duration, elapsed: Duration, interval: Duration) -> Duration {
+pub(super) fn next_poll(expected: Duration, elapsed: Duration, interval: Duration) -> Duration {
     // Three quick polls after the first cover the usual spread of run times around `expected`.
     if elapsed < expected * 5 / 3 {
         (expected / 3).max(QUICK_FLOOR).min(interval)

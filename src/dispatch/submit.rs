@@ -1,35 +1,49 @@
 //! Getting a job accepted: a slot on a key, then the submit. Waiting for a slot can be abandoned
-//! (client gone, no slot in time); a submit that has gone out always runs to its answer, since
-//! BFL may have taken it. 5xx answers and failed connections are retried on the same key (BFL
-//! cannot have taken the job); a refused key (401/403), an empty one (402) or a full one (429) is
-//! set aside and the job moves to another key.
+//! (every handle gone, no slot in time); a submit that has gone out always runs to its answer.
+//!
+//! A submit is re-sent only where BFL cannot have created the task: the connection was never made,
+//! or BFL refused readably (5xx on the same key; 401/403, 402 and 429 set the key aside and move the
+//! job to another). A timeout or reset after sending, or a success that cannot be read, is never
+//! re-sent: the job fails as `SubmitLost` and its slot stays held until the deadline.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout_at};
+use tokio_util::sync::CancellationToken;
 
-use crate::bfl::{BflError, SubmitBody, SubmitReply};
-use crate::error::ApiError;
+use crate::bfl::{SubmitBody, SubmitReply, UpstreamError};
+use crate::capacity::{KeyTrouble, Lease};
 use crate::job::ImageJob;
+use crate::records::{JobFailure, JobStatus};
 
-use super::outcome;
-use super::{Inner, KeyTrouble, Lease, backoff};
+use super::Inner;
+use super::reporter::Reporter;
+use super::retry::backoff;
 
 /// Back-off for a key BFL called full without saying for how long.
 const BUSY_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How getting a job accepted ended.
+pub(super) enum Admission {
+    /// BFL took the job; the lease holds its slot.
+    Accepted { lease: Lease, reply: SubmitReply },
+    /// Nothing reached BFL, or BFL refused readably: no task exists.
+    Refused(JobFailure),
+    /// The submit's answer was lost: BFL may run a task we cannot see.
+    Lost { lease: Lease, failure: JobFailure },
+    /// Every handle was dropped while the job waited for a slot; nothing was sent.
+    Abandoned,
+}
+
 impl Inner {
-    /// `Err(None)`: the client left while the job waited for a slot; nothing was sent.
-    pub(super) async fn submit(
+    pub(super) async fn admit(
         &self,
         job: &ImageJob,
         body: &SubmitBody,
         deadline: Instant,
-        client_gone: &mut oneshot::Receiver<()>,
-        submitted: &AtomicBool,
-    ) -> Result<(Lease, SubmitReply), Option<ApiError>> {
+        abandon: &CancellationToken,
+        reporter: &Reporter,
+    ) -> Admission {
         // A slot that frees too late to run the job is a 429 now, not a 504 later.
         let expected = job.model.expected.mul_f64(self.settings.first_poll_scale);
         let wait_until = deadline - expected.min(job.model.deadline / 2);
@@ -38,55 +52,76 @@ impl Inner {
         loop {
             let lease = tokio::select! {
                 biased;
-                _ = &mut *client_gone => return Err(None),
-                lease = timeout_at(wait_until, self.keys.acquire(job.model.slot_class)) => match lease {
+                () = abandon.cancelled() => return Admission::Abandoned,
+                lease = timeout_at(wait_until, self.pool.acquire(job.model.slot_class)) => match lease {
                     Ok(Ok(lease)) => lease,
-                    Ok(Err(e)) => return Err(Some(e)),
-                    Err(_) => return Err(Some(ApiError::Capacity {
-                        message: "no upstream slot became free in time for this model's deadline; retry shortly".into(),
-                        retry_after: Duration::from_secs(5),
-                        retry_useful: true,
-                    })),
+                    Ok(Err(e)) => return Admission::Refused(JobFailure::Capacity(e)),
+                    Err(_) => return Admission::Refused(JobFailure::TooLate),
                 },
             };
-            submitted.store(true, Ordering::SeqCst);
+            reporter.set(JobStatus::Submitted);
             let error = match self.send(&lease, job, body).await {
-                Ok(reply) => return Ok((lease, reply)),
+                Ok(reply) => return Admission::Accepted { lease, reply },
                 Err(e) => e,
             };
+            if error.submit_may_have_run() {
+                return Admission::Lost { lease, failure: JobFailure::SubmitLost(error) };
+            }
             match error {
-                BflError::Rejected { status: 401 | 403, .. } => lease.report(KeyTrouble::Revoked),
-                BflError::Rejected { status: 402, .. } => lease.report(KeyTrouble::OutOfCredits),
-                BflError::Rejected { status: 429, retry_after, .. } => {
+                UpstreamError::KeyRefused => lease.report(KeyTrouble::Revoked),
+                UpstreamError::OutOfCredits => lease.report(KeyTrouble::OutOfCredits),
+                UpstreamError::Busy { retry_after } => {
                     busy_answers += 1;
                     lease.report(KeyTrouble::Busy(retry_after.unwrap_or(BUSY_BACKOFF)));
-                    if busy_answers >= self.settings.keys.len() {
-                        let all_busy = BflError::Rejected {
-                            status: 429,
-                            message: "every key is at capacity".into(),
-                            field: None,
-                            retry_after,
-                        };
-                        return Err(Some(outcome::submit_failed(all_busy)));
+                    if busy_answers >= self.pool.key_count() {
+                        lease.release().await;
+                        return Admission::Refused(JobFailure::Refused(UpstreamError::Busy { retry_after }));
                     }
                 }
-                other => return Err(Some(outcome::submit_failed(other))),
+                UpstreamError::Invalid { .. }
+                | UpstreamError::NoSuchEndpoint
+                | UpstreamError::Unavailable { .. }
+                | UpstreamError::UnexpectedStatus { .. }
+                | UpstreamError::Connect(_)
+                | UpstreamError::Lost(_)
+                | UpstreamError::Unreadable(_)
+                | UpstreamError::NotAllowed(_) => {
+                    lease.release().await;
+                    return Admission::Refused(JobFailure::Refused(error));
+                }
             }
+            // The key was set aside; this job tries another.
+            lease.release().await;
+            reporter.set(JobStatus::Queued);
         }
     }
 
-    /// One submit on one key, retried where BFL cannot have taken the job.
-    async fn send(&self, lease: &Lease, job: &ImageJob, body: &SubmitBody) -> Result<SubmitReply, BflError> {
+    /// One submit on one key, re-sent only where BFL cannot have taken the job.
+    async fn send(
+        &self,
+        lease: &Lease,
+        job: &ImageJob,
+        body: &SubmitBody,
+    ) -> Result<SubmitReply, UpstreamError> {
+        let path = job.model.path();
         let mut attempt = 0;
         loop {
-            let error = match self.client.submit(lease.key(), job.model.path, body).await {
+            let error = match self.client.submit(lease.key(), &path, body).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
             let retry_after = match &error {
-                BflError::Rejected { status: 500..=599, retry_after, .. } => *retry_after,
-                BflError::Connect(_) => None,
-                _ => return Err(error),
+                UpstreamError::Unavailable { retry_after, .. } => *retry_after,
+                UpstreamError::Connect(_) => None,
+                UpstreamError::Invalid { .. }
+                | UpstreamError::KeyRefused
+                | UpstreamError::OutOfCredits
+                | UpstreamError::NoSuchEndpoint
+                | UpstreamError::Busy { .. }
+                | UpstreamError::UnexpectedStatus { .. }
+                | UpstreamError::Lost(_)
+                | UpstreamError::Unreadable(_)
+                | UpstreamError::NotAllowed(_) => return Err(error),
             };
             if attempt >= self.settings.submit_retries {
                 return Err(error);

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 
 /// 32K tokens, counted with tiktoken's `cl100k_base` BPE (its vocabulary ships inside the
 /// `tiktoken-rs` crate, so nothing is downloaded at run time).
-pub const MAX_TOKENS: usize = 32 * 1024;
+pub(super) const MAX_TOKENS: usize = 32 * 1024;
 
 /// BPE merging is quadratic in the length of one pre-tokenized piece (a long run without spaces),
 /// so text is counted in pieces of at most this many bytes.
@@ -23,10 +23,9 @@ impl Prompt {
         // the tokenizer is only paid for by long prompts, off the async workers.
         if raw.len() > MAX_TOKENS {
             let text = raw.to_owned();
-            let tokens = tokio::task::spawn_blocking(move || count_tokens(&text)).await.map_err(|e| {
-                tracing::error!(error = %e, "token counting failed");
-                ApiError::Internal
-            })?;
+            let tokens = tokio::task::spawn_blocking(move || count_tokens(&text))
+                .await
+                .map_err(|e| ApiError::internal(format!("token counting failed: {e}")))?;
             if tokens > MAX_TOKENS {
                 return Err(ApiError::invalid(
                     "prompt",
@@ -45,7 +44,7 @@ impl Prompt {
 /// Tokens in `text`. Pieces are cut before whitespace where possible, where tiktoken's own
 /// pre-tokenizer cuts too, so ordinary text counts exactly; a long run without whitespace may
 /// count a token or two more per cut, never fewer.
-pub fn count_tokens(text: &str) -> usize {
+pub(super) fn count_tokens(text: &str) -> usize {
     let bpe = tiktoken_rs::cl100k_base_singleton();
     pieces(text, PIECE_BYTES).map(|piece| bpe.encode_ordinary(piece).len()).sum()
 }

@@ -6,40 +6,36 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header::CONTENT_TYPE};
 use serde_json::Value;
 
-use crate::delivery;
+use crate::delivery::Wanted;
 use crate::error::ApiError;
 use crate::job::ImageJob;
 use crate::openai::{ImagesResponse, JsonFields};
 use crate::state::AppState;
 use crate::upload::{self, EditUpload};
 
-pub async fn generations(
+pub(super) async fn create_image(
     State(state): State<AppState>,
     JsonFields(fields): JsonFields,
 ) -> Result<Json<ImagesResponse>, ApiError> {
-    let job = ImageJob::parse(&fields, &state.catalog, &state.settings.server.default_model).await?;
+    let job = ImageJob::parse(&fields, &state.catalog, &state.server.default_model).await?;
     run(&state, job).await.map(Json)
 }
 
 /// Multipart (what the SDKs send) or the JSON form with `images: [{"image_url": …}]`.
-pub async fn edits(
+pub(super) async fn edit_image(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ImagesResponse>, ApiError> {
     let upload = read_edit(&state, &headers, body).await?;
-    let job = ImageJob::parse_edit(
-        &upload.fields,
-        upload.references,
-        &state.catalog,
-        &state.settings.server.default_model,
-    )
-    .await?;
+    let job =
+        ImageJob::parse_edit(&upload.fields, upload.references, &state.catalog, &state.server.default_model)
+            .await?;
     run(&state, job).await.map(Json)
 }
 
 async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<EditUpload, ApiError> {
-    let uploads = &state.settings.uploads;
+    let uploads = &state.uploads;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
         return upload::read_multipart(content_type, body, &uploads.limits).await;
@@ -63,8 +59,12 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     }
 }
 
+/// Starts the job, waits for it within the model's deadline, and delivers the image.
 async fn run(state: &AppState, job: ImageJob) -> Result<ImagesResponse, ApiError> {
-    let (response_format, output_format) = (job.response_format, job.output_format);
-    let finished = state.dispatcher.run(job).await?;
-    delivery::respond(&state.dispatcher, finished, response_format, output_format).await
+    let (response_format, output_format, limit) =
+        (job.response_format, job.output_format, job.model.deadline);
+    let handle = state.dispatcher.start(job)?;
+    let wanted = Wanted { response_format, output_format, deadline: handle.deadline(), limit };
+    let finished = handle.outcome().await?;
+    state.delivery.respond(&finished, wanted).await
 }

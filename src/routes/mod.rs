@@ -13,13 +13,13 @@ use crate::state::AppState;
 /// Routes that need a client token.
 pub fn api(state: &AppState) -> Router<AppState> {
     let json = Router::new()
-        .route("/v1/images/generations", post(images::generations))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{id}", get(models::get))
-        .layer(DefaultBodyLimit::max(state.settings.server.max_json_bytes));
+        .route("/v1/images/generations", post(images::create_image))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{id}", get(models::get_model))
+        .layer(DefaultBodyLimit::max(state.server.max_json_bytes));
     // Edits stream their uploads and enforce per-file and per-part limits themselves.
     let edits =
-        Router::new().route("/v1/images/edits", post(images::edits)).layer(DefaultBodyLimit::disable());
+        Router::new().route("/v1/images/edits", post(images::edit_image)).layer(DefaultBodyLimit::disable());
     json.merge(edits)
 }
 

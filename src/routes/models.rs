@@ -7,11 +7,11 @@ use crate::error::ApiError;
 use crate::openai::{ModelList, ModelObject};
 use crate::state::AppState;
 
-pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+pub(super) async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList { object: "list", data: state.catalog.iter().map(|m| ModelObject::new(m.id)).collect() })
 }
 
-pub async fn get(
+pub(super) async fn get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {

@@ -81,8 +81,7 @@ pub(super) fn too_large(prefix: &str, index: usize, max: u64) -> ApiError {
     )
 }
 
-/// Our fault (disk full, spool dir missing): logged here, a bare 500 for the client.
+/// Our fault (disk full, spool dir missing): a bare 500 for the client, the cause for the log.
 fn spool_failed(error: std::io::Error) -> ApiError {
-    tracing::error!(%error, "could not spool or read back an uploaded reference image");
-    ApiError::Internal
+    ApiError::internal(format!("could not spool or read back an uploaded reference image: {error}"))
 }

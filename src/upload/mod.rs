@@ -26,6 +26,14 @@ pub use store::CheckedImage;
 use crate::error::ApiError;
 use crate::openai::Fields;
 
+/// Edit uploads as configured: the per-request limits and the JSON form's body cap.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub limits: UploadLimits,
+    /// Largest JSON-form edit body.
+    pub max_json_bytes: usize,
+}
+
 /// How much one edit request may bring; every limit is enforced while the body streams in.
 #[derive(Debug, Clone)]
 pub struct UploadLimits {

@@ -1,7 +1,7 @@
 //! The key goes only to allowed hosts: the `polling_url` BFL returns is followed exactly when its
 //! host is allowed, and refused (without sending the key) when it is not.
 
-use fluxgate::simulator::SimConfig;
+use bfl_sim::SimConfig;
 use serde_json::json;
 
 use crate::helpers::spawn_with;

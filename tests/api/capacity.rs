@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fluxgate::simulator::{Faults, SimConfig};
+use bfl_sim::{Faults, SimConfig};
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -175,5 +175,30 @@ async fn a_slot_that_cannot_free_in_time_for_the_deadline_is_a_429_not_a_504() {
     assert_eq!(waiter.status, 429, "{}", waiter.body);
     assert!(waiter.header("retry-after").is_some());
     assert_eq!(app.sim.submit_attempts(), 1, "the waiter was never submitted");
+    app.assert_settles().await;
+}
+
+#[tokio::test]
+async fn jobs_past_their_deadline_keep_their_slots_until_bfl_ends_them_so_the_next_burst_draws_no_429() {
+    let app = spawn_with(fast_sim(), vec![("models.flux-2-klein-4b.deadline_secs", 1.into())]).await;
+    let late = burst(&app, "flux-2-klein-4b", 24, "long [slow:2200]").await;
+    assert!(late.iter().all(|s| *s == 504), "{late:?}");
+    // Every task still runs upstream, and every one still holds its slot.
+    assert_eq!(app.sim.active_tasks(), 24);
+    assert_eq!(app.state.dispatcher.slots_in_use(), 24);
+    let watch = async {
+        for _ in 0..400 {
+            let (sim_active, slots) = (app.sim.active_tasks(), app.state.dispatcher.slots_in_use());
+            assert!(slots >= sim_active, "slot freed early: {slots} slots, {sim_active} BFL tasks");
+            if sim_active == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (next, ()) = tokio::join!(burst(&app, "flux-2-pro", 24, "next [slow:100]"), watch);
+    assert!(next.iter().all(|s| *s == 200), "{next:?}");
+    assert_eq!(app.sim.rejected_429(), 0, "no submit met a full key");
+    assert!(app.sim.peak_active() <= 24, "peak {}", app.sim.peak_active());
     app.assert_settles().await;
 }

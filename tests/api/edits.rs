@@ -2,7 +2,7 @@
 //! in the JSON form, and reach BFL as `input_image`, `input_image_2`, … in upload order.
 
 use base64::Engine;
-use fluxgate::simulator::SimConfig;
+use bfl_sim::SimConfig;
 use serde_json::json;
 
 use crate::helpers::{TestApp, spawn_app, spawn_with};
@@ -56,6 +56,10 @@ async fn klein_takes_four_and_kontext_one_with_their_own_knobs() {
     let reply = app.edit(klein).await;
     expect_references(&app, &reply, "flux-2-klein-4b", 4).await;
     assert_eq!(app.last_submit().body["seed"], 7);
+    let mut preview = vec![text("model", "flux-2-klein-9b-preview"), text("prompt", "merge")];
+    preview.extend(references("image", 4));
+    let reply = app.edit(preview).await;
+    expect_references(&app, &reply, "flux-2-klein-9b-preview", 4).await;
 
     let mut kontext = vec![
         text("model", "flux-kontext-pro"),

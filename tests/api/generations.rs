@@ -39,6 +39,12 @@ fn cases() -> Vec<(&'static str, Value, Value, (u32, u32))> {
             (1024, 1024),
         ),
         (
+            "flux-2-klein-9b-preview",
+            json!({"size": "512x768", "prompt_upsampling": false, "safety_tolerance": 6}),
+            json!({"width": 512, "height": 768, "safety_tolerance": 5, "output_format": "jpeg"}),
+            (512, 768),
+        ),
+        (
             "flux-2-klein-4b",
             json!({"safety_tolerance": 0}),
             json!({"safety_tolerance": 0, "output_format": "jpeg"}),

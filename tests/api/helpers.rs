@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bfl_sim::{SimConfig, Simulator};
 use fluxgate::config::{Settings, Sources};
 use fluxgate::server;
-use fluxgate::simulator::{SimConfig, Simulator};
 use fluxgate::state::AppState;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -82,7 +82,7 @@ pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config:
     overrides.extend(extra);
     let settings =
         Settings::load(Sources { overrides, ..Sources::default() }).expect("test settings are valid");
-    let state = AppState::new(settings.clone()).expect("state builds");
+    let state = fluxgate::startup::build(settings.clone()).expect("state builds");
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await.expect("gateway binds");
     let addr = listener.local_addr().expect("bound address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -201,7 +201,7 @@ impl TestApp {
     }
 
     /// The body the simulator received for the last accepted submit.
-    pub fn last_submit(&self) -> fluxgate::simulator::Received {
+    pub fn last_submit(&self) -> bfl_sim::Received {
         self.sim.received().pop().expect("the simulator received a submit")
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fluxgate::simulator::SimConfig;
+use bfl_sim::SimConfig;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -61,7 +61,7 @@ async fn a_trickling_upstream_body_ends_at_the_deadline() {
 }
 
 #[tokio::test]
-async fn a_reset_during_submit_is_a_502_and_is_not_retried() {
+async fn a_reset_during_submit_is_a_502_that_is_not_retried_and_keeps_its_slot() {
     let (base, accepted) = fake_upstream(false).await;
     let app = spawn_with(SimConfig::default(), vec![("upstream.base_url", base.into())]).await;
     let started = Instant::now();
@@ -70,5 +70,12 @@ async fn a_reset_during_submit_is_a_502_and_is_not_retried() {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     // The request had gone out: BFL may have taken it, so a retry could pay twice.
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    app.assert_settles().await;
+    assert_eq!(reply.header("x-should-retry"), Some("false"));
+    assert!(
+        reply.body["error"]["message"].as_str().is_some_and(|m| m.contains("may have run")),
+        "{}",
+        reply.body
+    );
+    // A task BFL may be running keeps its slot until the model's deadline.
+    assert_eq!(app.state.dispatcher.slots_in_use(), 1);
 }

@@ -2,6 +2,8 @@
 
 // Test and benchmark code drives servers from outside: plain spawns and sleeps are fine here.
 #![allow(clippy::disallowed_methods)]
+// One test binary: its helpers are `pub` for its own modules.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 mod uploads;

@@ -5,13 +5,14 @@ use serde_json::json;
 use crate::helpers::{spawn_app, spawn_with};
 
 #[tokio::test]
-async fn the_model_list_has_all_twelve_models_in_openai_shape() {
+async fn the_model_list_has_all_thirteen_models_in_openai_shape() {
     let app = spawn_app().await;
     let reply = app.get("/v1/models").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["object"], "list");
     let data = reply.body["data"].as_array().expect("data");
-    assert_eq!(data.len(), 12);
+    assert_eq!(data.len(), 13);
+    assert!(data.iter().any(|m| m["id"] == "flux-2-klein-9b-preview"));
     for m in data {
         assert_eq!(m["object"], "model");
         assert_eq!(m["owned_by"], "black-forest-labs");
@@ -60,7 +61,7 @@ async fn a_sane_caller_request_id_is_kept_and_an_insane_one_replaced() {
 #[tokio::test]
 async fn configured_client_tokens_are_required_on_the_api_but_not_on_probes() {
     let app = spawn_with(
-        fluxgate::simulator::SimConfig { time_scale: 0.02, ..Default::default() },
+        bfl_sim::SimConfig { time_scale: 0.02, ..Default::default() },
         vec![("server.api_keys", vec!["sk-good".to_owned(), "sk-other".to_owned()].into())],
     )
     .await;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use fluxgate::simulator::SimConfig;
+use bfl_sim::SimConfig;
 
 use crate::helpers::{spawn_app, spawn_with, wait_for};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use fluxgate::simulator::SimConfig;
+use bfl_sim::SimConfig;
 use serde_json::json;
 
 use crate::helpers::{Reply, TestApp, spawn_app, spawn_with};
@@ -25,13 +25,35 @@ async fn moderation_of_request_or_content_is_a_403_moderation_blocked_that_sugge
 }
 
 #[tokio::test]
-async fn a_task_error_or_an_unknown_status_is_a_502() {
+async fn a_task_error_or_failure_is_a_502() {
     let app = spawn_app().await;
-    for trigger in ["[error]", "[status:Exploded]"] {
+    for trigger in ["[error]", "[status:Failed]"] {
         let reply = generate(&app, &format!("x {trigger}")).await;
         assert_eq!(reply.status, 502, "{trigger}: {}", reply.body);
         assert_eq!(reply.error_type(), Some("upstream_error"));
     }
+}
+
+#[tokio::test]
+async fn an_unknown_intermediate_status_keeps_the_job_polling_and_a_later_ready_succeeds() {
+    let app = spawn_app().await;
+    let reply = generate(&app, "x [interim:Uploading-v2] [slow:400]").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let polls = app.sim.polls();
+    assert!(polls >= 2, "polled through the unknown status: {polls} polls");
+    app.assert_settles().await;
+}
+
+#[tokio::test]
+async fn an_unknown_status_that_never_changes_runs_into_the_deadline_not_a_502() {
+    let app = spawn_with(
+        SimConfig { time_scale: 0.02, ..SimConfig::default() },
+        vec![("models.flux-2-klein-4b.deadline_secs", 1.into())],
+    )
+    .await;
+    let reply = generate(&app, "x [status:Exploded]").await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert_eq!(reply.header("x-should-retry"), Some("false"));
 }
 
 #[tokio::test]
@@ -80,7 +102,7 @@ async fn a_5xx_on_submit_is_retried_then_reported_as_502() {
 async fn transient_submit_and_poll_faults_are_survived() {
     let sim = SimConfig {
         time_scale: 0.02,
-        faults: fluxgate::simulator::Faults {
+        faults: bfl_sim::Faults {
             submit_error_rate: 0.3,
             poll_error_rate: 0.2,
             poll_garbage_rate: 0.1,

@@ -19,6 +19,9 @@ pub(super) struct Triggers {
     pub notfound: u32,
     /// `[poll-status:CODE]`: every poll answers this HTTP status.
     pub poll_status: Option<u16>,
+    /// `[interim:XYZ]`: polls report status `XYZ` (instead of Pending) while the job runs, as BFL
+    /// does with the intermediate statuses it keeps adding.
+    pub interim: Option<String>,
 }
 
 pub(super) const REQUEST_MODERATED: &str = "Request Moderated";
@@ -54,6 +57,9 @@ impl Triggers {
                 }
             }
             ("hang", None) => self.hang = true,
+            ("interim", Some(s)) if !s.is_empty() && self.interim.is_none() => {
+                self.interim = Some(s.to_owned())
+            }
             ("submit", Some(code)) if self.submit.is_none() => self.submit = error_code(code),
             ("notfound", Some(n)) => {
                 if let Ok(n) = n.trim().parse::<u64>() {
@@ -91,7 +97,10 @@ mod tests {
 
     #[test]
     fn every_trigger_is_recognised() {
-        let t = Triggers::parse("x [slow:250][hang] [notfound:3] [poll-status:503] [submit:429]");
+        let t = Triggers::parse(
+            "x [slow:250][hang] [notfound:3] [poll-status:503] [submit:429] [interim:Uploading]",
+        );
+        assert_eq!(t.interim.as_deref(), Some("Uploading"));
         assert_eq!(t.slow, Some(Duration::from_millis(250)));
         assert!(t.hang);
         assert_eq!(t.notfound, 3);

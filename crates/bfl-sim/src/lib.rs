@@ -19,12 +19,14 @@
 //!   `Content Moderated`; `[error]` → `Error` with a `details` object; `[status:XYZ]` → terminal
 //!   status literally `XYZ`. The first of these in the prompt wins.
 //! - `[slow:MS]` → the job takes exactly MS milliseconds (not scaled by `time_scale`).
+//! - `[interim:XYZ]` → while the job runs, polls report status `XYZ` instead of `Pending`.
 //! - `[hang]` → the job never finishes (`Pending` forever, and it keeps its slot).
 //! - `[submit:CODE]` → the submit answers HTTP CODE (400–599) with BFL's body for it, no task.
 //! - `[notfound:N]` → the first N polls of the task answer 404 `Task not found`.
 //! - `[poll-status:CODE]` → every poll of the task answers HTTP CODE (400–599).
 
 mod body;
+pub mod cli;
 mod fields;
 mod images;
 mod inputs;

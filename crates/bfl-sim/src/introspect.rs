@@ -64,7 +64,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::simulator::SimConfig;
+    use crate::SimConfig;
 
     async fn get(app: &axum::Router, uri: &str) -> Value {
         let req = Request::get(uri).body(Body::empty()).expect("request");

@@ -137,6 +137,7 @@ impl Simulator {
             polls: 0,
             notfound_left: a.triggers.notfound,
             poll_status: a.triggers.poll_status,
+            interim: a.triggers.interim.clone(),
             image: Arc::default(),
         };
         st.table.insert(id.clone(), task, kontext_max, now);

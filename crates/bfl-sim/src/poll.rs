@@ -89,6 +89,7 @@ impl Simulator {
         let task: &Task = task;
         match task.phase(now) {
             Phase::Running { status, progress } => {
+                let status = task.interim.as_deref().unwrap_or(status);
                 replies::poll(id, status, Value::Null, json!(progress), Value::Null)
             }
             Phase::Done => {

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::simulator::models::find;
+use crate::models::find;
 
 fn check(model: &str, body: Value) -> Result<Job, Rejection> {
     let m = find(model).expect("known model");

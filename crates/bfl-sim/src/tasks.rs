@@ -33,6 +33,8 @@ pub(super) struct Task {
     pub notfound_left: u32,
     /// Forced HTTP status for every poll (`[poll-status:CODE]`).
     pub poll_status: Option<u16>,
+    /// Status reported while running instead of Pending (`[interim:XYZ]`).
+    pub interim: Option<String>,
     /// Encoded result image, made on first download and shared by later ones.
     pub image: Arc<OnceCell<Bytes>>,
 }
@@ -139,7 +141,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::simulator::models::find;
+    use crate::models::find;
 
     fn task(model: &str, key: &str, now: Instant, run: Option<Duration>) -> Task {
         Task {
@@ -156,6 +158,7 @@ mod tests {
             polls: 0,
             notfound_left: 0,
             poll_status: None,
+            interim: None,
             image: Arc::default(),
         }
     }

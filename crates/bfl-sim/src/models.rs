@@ -177,6 +177,14 @@ pub(super) static MODELS: &[Model] = &[
         credits: 1.0,
         ..FLUX2
     },
+    Model {
+        path: "flux-2-klein-9b-preview",
+        refs: 4,
+        upsampling: Upsampling::Never,
+        secs: 0.5,
+        credits: 1.5,
+        ..FLUX2
+    },
     Model { path: "flux-kontext-max", credits: 8.0, ..KONTEXT },
     Model { path: "flux-kontext-pro", ..KONTEXT },
     Model {
@@ -218,7 +226,8 @@ mod tests {
     #[test]
     fn every_model_of_the_brief_is_served_and_nothing_else() {
         let paths: Vec<_> = MODELS.iter().map(|m| m.path).collect();
-        assert_eq!(paths.len(), 12);
+        assert_eq!(paths.len(), 13);
+        assert!(find("flux-2-klein-9b-preview").is_some_and(|m| m.refs == 4));
         assert!(find("flux-2-klein-4b").is_some_and(|m| m.refs == 4));
         assert!(find("flux-kontext-max").is_some_and(|m| m.default_format == Format::Png));
         assert!(find("flux-pro-1.0-fill").is_none());

@@ -1,0 +1,70 @@
+//! `JobHandle`: what a caller holds while a job runs. It waits for the job's end up to the model's
+//! deadline; dropping it before the submit drops the job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::DropGuard;
+
+use crate::error::ApiError;
+use crate::records::{Finished, JobFailure, JobId, JobStatus};
+
+pub struct JobHandle {
+    id: JobId,
+    status: watch::Receiver<JobStatus>,
+    deadline: Instant,
+    limit: Duration,
+    /// Cancels the job's wait for a slot when the handle goes.
+    _abandon: DropGuard,
+}
+
+impl JobHandle {
+    pub(super) fn new(
+        id: JobId,
+        status: watch::Receiver<JobStatus>,
+        deadline: Instant,
+        limit: Duration,
+        abandon: DropGuard,
+    ) -> JobHandle {
+        JobHandle { id, status, deadline, limit, _abandon: abandon }
+    }
+
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// When the model's deadline passes for this job.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The status right now.
+    pub fn status(&self) -> JobStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits for the image, or the job's failure, until the model's deadline (504 past it; the
+    /// job itself goes on following BFL's task in the background).
+    pub async fn outcome(mut self) -> Result<Arc<Finished>, ApiError> {
+        let ended = timeout_at(self.deadline, self.status.wait_for(JobStatus::is_terminal))
+            .await
+            .map(|waited| waited.map(|status| status.clone()));
+        let status = match ended {
+            Ok(Ok(status)) => status,
+            Ok(Err(_)) => return Err(ApiError::internal("a job ended without an outcome")),
+            Err(_) => {
+                let accepted = self.status.borrow().reached_upstream();
+                return Err(JobFailure::DeadlineExceeded { deadline: self.limit, accepted }.into());
+            }
+        };
+        match status {
+            JobStatus::Succeeded(finished) => Ok(finished),
+            JobStatus::Failed(failure) => Err(failure.into()),
+            JobStatus::Queued | JobStatus::Submitted | JobStatus::Running { .. } => {
+                Err(ApiError::internal("a job reported a running status as its end"))
+            }
+        }
+    }
+}
