@@ -60,6 +60,10 @@ struct RawServer {
     default_model: String,
     drain_delay_ms: u64,
     shutdown_grace_secs: u64,
+    header_timeout_ms: u64,
+    body_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +250,12 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
     if raw.max_json_bytes < 1024 {
         return Err(invalid("server.max_json_bytes", "must be at least 1024"));
     }
+    if raw.header_timeout_ms == 0 || raw.body_timeout_ms == 0 || raw.idle_timeout_ms == 0 {
+        return Err(invalid("server", "header_timeout_ms, body_timeout_ms and idle_timeout_ms must be positive"));
+    }
+    if raw.max_connections == 0 {
+        return Err(invalid("server.max_connections", "must be positive"));
+    }
     Ok(ServerSettings {
         listen,
         api_keys: split_keys(&raw.api_keys),
@@ -253,6 +263,10 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
         default_model: raw.default_model,
         drain_delay: Duration::from_millis(raw.drain_delay_ms),
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
+        header_timeout: Duration::from_millis(raw.header_timeout_ms),
+        body_timeout: Duration::from_millis(raw.body_timeout_ms),
+        idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+        max_connections: raw.max_connections,
     })
 }
 

@@ -28,6 +28,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{message}")]
     PayloadTooLarge { message: String, param: Option<String> },
+    /// The request body stopped arriving for `server.body_timeout_ms`; nothing was submitted.
+    #[error("the request body stopped arriving for longer than the server's body timeout; nothing was submitted")]
+    BodyTimeout,
     /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
     #[error("{message}")]
     Capacity { message: String, retry_after: Duration, retry_useful: bool },
@@ -63,6 +66,18 @@ impl ApiError {
         ApiError::PayloadTooLarge { message: message.into(), param }
     }
 
+    /// True when `error` (a body read failure, at any depth) is the body timeout firing.
+    pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return true;
+            }
+            current = e.source();
+        }
+        false
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
@@ -71,6 +86,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -86,7 +102,8 @@ impl ApiError {
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
-            | ApiError::PayloadTooLarge { .. } => "invalid_request_error",
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::BodyTimeout => "invalid_request_error",
             ApiError::Capacity { .. } => "rate_limit_error",
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
                 "upstream_error"
@@ -104,6 +121,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => Some("unknown_url"),
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => Some("payload_too_large"),
+            ApiError::BodyTimeout => Some("request_timeout"),
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
@@ -117,7 +135,8 @@ impl ApiError {
                 param.as_deref()
             }
             ApiError::ModelNotFound(_) => Some("model"),
-            ApiError::Unauthorized
+            ApiError::BodyTimeout
+            | ApiError::Unauthorized
             | ApiError::Moderated { .. }
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
@@ -141,14 +160,18 @@ impl ApiError {
             | ApiError::UpstreamAfterSubmit(_) => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
-            ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal { .. } => None,
+            // Nothing was submitted: a retry that sends the body promptly is fine.
+            ApiError::BodyTimeout | ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal { .. } => {
+                None
+            }
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Capacity { retry_after, .. } => Some(*retry_after),
-            ApiError::InvalidRequest { .. }
+            ApiError::BodyTimeout
+            | ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)

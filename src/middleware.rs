@@ -68,6 +68,23 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     if bool::from(matched) { next.run(req).await } else { ApiError::Unauthorized.into_response() }
 }
 
+/// A declared `Content-Length` above `limit` is a 413 before any of the body is read.
+pub async fn declared_length_within(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => ApiError::too_large(
+            None,
+            format!("the request body is {length} bytes; this endpoint accepts at most {limit}"),
+        )
+        .into_response(),
+        Some(_) | None => next.run(req).await,
+    }
+}
+
 /// A panic in a handler becomes an OpenAI-shaped 500 instead of a dropped connection.
 pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = panic

@@ -24,6 +24,14 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// Then in-flight requests and jobs get this long to finish.
     pub shutdown_grace: Duration,
+    /// A connection must complete a request's headers within this long.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long fails with 408.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with nothing in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; beyond it new ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Clone)]

@@ -24,6 +24,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonFields {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(None, "the request body is too large")
+            } else if ApiError::is_body_timeout(&rejection) {
+                ApiError::BodyTimeout
             } else {
                 ApiError::InvalidRequest {
                     message: "the request body could not be read".into(),

@@ -40,7 +40,10 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
         return upload::read_multipart(content_type, body, &uploads.limits).await;
     }
-    let bytes = to_bytes(body, uploads.max_json_bytes).await.map_err(|_| {
+    let bytes = to_bytes(body, uploads.max_json_bytes).await.map_err(|e| {
+        if ApiError::is_body_timeout(&e) {
+            return ApiError::BodyTimeout;
+        }
         ApiError::too_large(
             None,
             format!(
