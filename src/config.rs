@@ -251,7 +251,10 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
         return Err(invalid("server.max_json_bytes", "must be at least 1024"));
     }
     if raw.header_timeout_ms == 0 || raw.body_timeout_ms == 0 || raw.idle_timeout_ms == 0 {
-        return Err(invalid("server", "header_timeout_ms, body_timeout_ms and idle_timeout_ms must be positive"));
+        return Err(invalid(
+            "server",
+            "header_timeout_ms, body_timeout_ms and idle_timeout_ms must be positive",
+        ));
     }
     if raw.max_connections == 0 {
         return Err(invalid("server.max_connections", "must be positive"));

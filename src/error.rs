@@ -29,7 +29,9 @@ pub enum ApiError {
     #[error("{message}")]
     PayloadTooLarge { message: String, param: Option<String> },
     /// The request body stopped arriving for `server.body_timeout_ms`; nothing was submitted.
-    #[error("the request body stopped arriving for longer than the server's body timeout; nothing was submitted")]
+    #[error(
+        "the request body stopped arriving for longer than the server's body timeout; nothing was submitted"
+    )]
     BodyTimeout,
     /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
     #[error("{message}")]
@@ -161,9 +163,10 @@ impl ApiError {
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
             // Nothing was submitted: a retry that sends the body promptly is fine.
-            ApiError::BodyTimeout | ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal { .. } => {
-                None
-            }
+            ApiError::BodyTimeout
+            | ApiError::Unauthorized
+            | ApiError::Upstream(_)
+            | ApiError::Internal { .. } => None,
         }
     }
 

@@ -71,12 +71,18 @@ impl Demo {
     }
 
     async fn sim_stats(&self) -> Value {
-        reqwest::get(format!("{}/sim/stats", self.sim)).await.expect("simulator answers").json().await.expect("json")
+        reqwest::get(format!("{}/sim/stats", self.sim))
+            .await
+            .expect("simulator answers")
+            .json()
+            .await
+            .expect("json")
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_connections_trickling_headers_are_closed_within_the_header_timeout_while_others_are_served() {
+async fn two_hundred_connections_trickling_headers_are_closed_within_the_header_timeout_while_others_are_served()
+ {
     let app = demo("0.05", &[("FLUXGATE__SERVER__HEADER_TIMEOUT_MS", "1000".into())]);
     let header_timeout = Duration::from_millis(1000);
     let http = reqwest::Client::new();
@@ -127,7 +133,10 @@ async fn two_hundred_connections_trickling_headers_are_closed_within_the_header_
     }
     lasted.sort();
     for lasted in lasted {
-        assert!(lasted <= header_timeout + Duration::from_secs(1), "a trickling connection lasted {lasted:?}");
+        assert!(
+            lasted <= header_timeout + Duration::from_secs(1),
+            "a trickling connection lasted {lasted:?}"
+        );
     }
 }
 
@@ -169,7 +178,9 @@ async fn read_reply(conn: &mut TcpStream) -> String {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let length = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                })
                 .and_then(|v| v.parse::<usize>().ok());
             if length.is_some_and(|n| body.len() >= n) {
                 break;

@@ -306,7 +306,7 @@ async function main() {
     },
   ]);
 
-  await check('models.list has all 12 ids, owned_by black-forest-labs', async () => {
+  await check('models.list has all 13 ids, owned_by black-forest-labs', async () => {
     const got = new Map();
     for await (const m of client.models.list()) got.set(m.id, m);
     const missing = MODELS.filter((m) => !got.has(m));

@@ -16,6 +16,7 @@ the exit status is 1 when any check failed.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import struct
 import sys
@@ -24,6 +25,7 @@ import threading
 import time
 import traceback
 import urllib.request
+import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +40,7 @@ MODELS = [
     "flux-2-flex",
     "flux-2-klein-9b",
     "flux-2-klein-4b",
+    "flux-2-klein-9b-preview",
     "flux-kontext-max",
     "flux-kontext-pro",
     "flux-pro-1.1-ultra",
@@ -289,7 +292,7 @@ def main() -> int:
         expect(not wrong, f"owned_by not black-forest-labs: {wrong}")
         return f"{len(got)} models"
 
-    check("models.list has all 12 ids, owned_by black-forest-labs", models_list)
+    check("models.list has all 13 ids, owned_by black-forest-labs", models_list)
 
     check(
         "error 400 size=1000x1000 on flux-2-pro -> BadRequestError param=size",
@@ -326,8 +329,39 @@ def main() -> int:
     if edits:
         run_edit_checks(client)
 
+    run_lost_submit_checks(base_url, api_key)
+
     print(f"{_passed} passed, {_failed} failed", flush=True)
     return 1 if _failed else 0
+
+
+def run_lost_submit_checks(base_url: str, api_key: str) -> None:
+    """A submit whose answer is lost (no answer, a reply cut off, a reply that is not JSON) may
+    have been taken by BFL: with the SDK's default retries on, it must still reach the simulator
+    exactly once, and the error must be the SDK's 502 error."""
+    sim = os.environ.get("FLUXGATE_SIM_URL")
+    # The SDK's defaults: max_retries=2, so a retryable answer would be sent three times.
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=120)
+
+    def lost(how: str) -> Callable[[], str]:
+        def run() -> str:
+            marker = f"lost-{how}-{uuid.uuid4().hex[:8]}"
+            detail = expect_api_error(
+                lambda: client.images.generate(model="flux-2-klein-4b", prompt=f"{marker} [after-submit:{how}]"),
+                openai.InternalServerError,
+                502,
+            )
+            expect(sim is not None, "FLUXGATE_SIM_URL is not set: cannot count submits")
+            with urllib.request.urlopen(f"{sim}/sim/tasks", timeout=10) as r:
+                tasks = json.load(r)
+            reached = sum(1 for t in tasks if marker in (t.get("prompt") or ""))
+            expect(reached == 1, f"the submit reached the simulator {reached} times")
+            return f"{detail}; reached BFL once"
+
+        return run
+
+    for how in ("hang", "reset", "garbage"):
+        check(f"lost submit answer ({how}) with default SDK retries -> one submit, 502", lost(how))
 
 
 def run_edit_checks(client: openai.OpenAI) -> None:

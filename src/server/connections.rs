@@ -206,7 +206,13 @@ impl Drop for RequestGuard {
 async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut phase: watch::Receiver<Phase>) {
     let now = Instant::now();
     let watch = Arc::new(Watch {
-        activity: Mutex::new(Activity { opened: now, active: 0, started: 0, idle_since: now, first_byte: None }),
+        activity: Mutex::new(Activity {
+            opened: now,
+            active: 0,
+            started: 0,
+            idle_since: now,
+            first_byte: None,
+        }),
         changed: Notify::new(),
         reading: AtomicBool::new(false),
     });
@@ -266,7 +272,11 @@ struct Watched {
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -277,7 +287,11 @@ impl AsyncRead for Watched {
 }
 
 impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
 

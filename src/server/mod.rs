@@ -58,7 +58,10 @@ pub async fn serve(
     // Readiness fails first, while requests are still served, so the load balancer has time to
     // stop sending before the listener closes.
     state.start_draining();
-    tracing::info!(delay_ms = settings.drain_delay.as_millis() as u64, "shutting down: not ready, then draining");
+    tracing::info!(
+        delay_ms = settings.drain_delay.as_millis() as u64,
+        "shutting down: not ready, then draining"
+    );
     tokio::time::sleep(settings.drain_delay).await;
     connections.set_phase(Phase::Draining);
     let grace_ends = Instant::now() + settings.shutdown_grace;

@@ -79,3 +79,23 @@ async fn a_reset_during_submit_is_a_502_that_is_not_retried_and_keeps_its_slot()
     // A task BFL may be running keeps its slot until the model's deadline.
     assert_eq!(app.state.dispatcher.slots_in_use(), 1);
 }
+
+#[tokio::test]
+async fn a_submit_whose_answer_is_lost_reaches_bfl_once_and_tells_the_client_not_to_retry() {
+    for how in ["hang", "reset", "garbage"] {
+        let app = spawn_with(
+            SimConfig { time_scale: 0.02, ..SimConfig::default() },
+            vec![("upstream.request_timeout_ms", 500.into())],
+        )
+        .await;
+        let reply = app
+            .generate(json!({"model": "flux-2-klein-4b", "prompt": format!("x [after-submit:{how}]")}))
+            .await;
+        assert_eq!(reply.status, 502, "{how}: {}", reply.body);
+        assert_eq!(reply.header("x-should-retry"), Some("false"), "{how}");
+        assert!(reply.body["error"]["message"].as_str().is_some_and(|m| m.contains("may have run")), "{how}");
+        assert_eq!(app.sim.submit_attempts(), 1, "{how}: the submit was not re-sent");
+        // BFL may be running the task: its slot stays taken.
+        assert_eq!(app.state.dispatcher.slots_in_use(), 1, "{how}");
+    }
+}

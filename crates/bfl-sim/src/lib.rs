@@ -20,6 +20,8 @@
 //!   status literally `XYZ`. The first of these in the prompt wins.
 //! - `[slow:MS]` → the job takes exactly MS milliseconds (not scaled by `time_scale`).
 //! - `[interim:XYZ]` → while the job runs, polls report status `XYZ` instead of `Pending`.
+//! - `[after-submit:hang|reset|garbage]` → the task is created, but the submit's answer never
+//!   comes, breaks off mid-body, or is not JSON (how a lost answer looks to the gateway).
 //! - `[hang]` → the job never finishes (`Pending` forever, and it keeps its slot).
 //! - `[submit:CODE]` → the submit answers HTTP CODE (400–599) with BFL's body for it, no task.
 //! - `[notfound:N]` → the first N polls of the task answer 404 `Task not found`.

@@ -19,7 +19,7 @@ use super::routes::{base_url, x_key};
 use super::schema::{self, Job};
 use super::state::Simulator;
 use super::tasks::{Caps, Task};
-use super::triggers::Triggers;
+use super::triggers::{AfterSubmit, Triggers};
 use super::{Received, body};
 
 pub(super) async fn submit(
@@ -62,11 +62,38 @@ pub(super) async fn submit(
         Err(r) => return replies::unprocessable(&r),
     };
     let base = sim.public_base().unwrap_or_else(|| base_url(&headers, &uri));
+    let after_submit = triggers.after_submit;
     let request = Accepted { model, key: key.unwrap_or_default(), job, triggers, body: value, base };
     match sim.accept(request) {
-        Ok(reply) => (StatusCode::OK, axum::Json(reply)).into_response(),
+        Ok(reply) => match after_submit {
+            None => (StatusCode::OK, axum::Json(reply)).into_response(),
+            Some(how) => lost_answer(how).await,
+        },
         Err(Refusal::Credits) => replies::detail(StatusCode::PAYMENT_REQUIRED, replies::NO_CREDITS),
         Err(Refusal::Capacity) => replies::detail(StatusCode::TOO_MANY_REQUESTS, replies::TOO_MANY_TASKS),
+    }
+}
+
+/// The answer to a submit whose task exists, lost on the way back.
+async fn lost_answer(how: AfterSubmit) -> Response {
+    match how {
+        AfterSubmit::Hang => {
+            // Longer than any client waits; the task runs (and is billed) meanwhile.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            replies::status_reply(504)
+        }
+        AfterSubmit::Reset => {
+            let broken = futures_util::stream::iter([
+                Ok(Bytes::from_static(b"{\"id\": \"")),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut mid-reply")),
+            ]);
+            let mut response = Response::new(axum::body::Body::from_stream(broken));
+            response
+                .headers_mut()
+                .insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+            response
+        }
+        AfterSubmit::Garbage => (StatusCode::OK, "<html>502 Bad Gateway</html>").into_response(),
     }
 }
 

@@ -22,6 +22,20 @@ pub(super) struct Triggers {
     /// `[interim:XYZ]`: polls report status `XYZ` (instead of Pending) while the job runs, as BFL
     /// does with the intermediate statuses it keeps adding.
     pub interim: Option<String>,
+    /// `[after-submit:hang|reset|garbage]`: the task is created (and counts, as BFL would bill it),
+    /// but the submit's answer never arrives, breaks off mid-body, or is not JSON.
+    pub after_submit: Option<AfterSubmit>,
+}
+
+/// How a submit's answer is lost after BFL has created the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AfterSubmit {
+    /// No answer at all (the client times out).
+    Hang,
+    /// A 200 whose body breaks off: the connection is cut mid-reply.
+    Reset,
+    /// A 200 whose body is not JSON.
+    Garbage,
 }
 
 pub(super) const REQUEST_MODERATED: &str = "Request Moderated";
@@ -57,6 +71,14 @@ impl Triggers {
                 }
             }
             ("hang", None) => self.hang = true,
+            ("after-submit", Some(how)) if self.after_submit.is_none() => {
+                self.after_submit = match how {
+                    "hang" => Some(AfterSubmit::Hang),
+                    "reset" => Some(AfterSubmit::Reset),
+                    "garbage" => Some(AfterSubmit::Garbage),
+                    _ => None,
+                };
+            }
             ("interim", Some(s)) if !s.is_empty() && self.interim.is_none() => {
                 self.interim = Some(s.to_owned())
             }
@@ -101,6 +123,8 @@ mod tests {
             "x [slow:250][hang] [notfound:3] [poll-status:503] [submit:429] [interim:Uploading]",
         );
         assert_eq!(t.interim.as_deref(), Some("Uploading"));
+        assert_eq!(Triggers::parse("[after-submit:reset]").after_submit, Some(AfterSubmit::Reset));
+        assert_eq!(Triggers::parse("[after-submit:nope]").after_submit, None);
         assert_eq!(t.slow, Some(Duration::from_millis(250)));
         assert!(t.hang);
         assert_eq!(t.notfound, 3);
