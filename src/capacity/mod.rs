@@ -40,4 +40,7 @@ pub enum CapacityError {
     NoUsableKey,
     #[error("every usable BFL key is out of credits")]
     OutOfCredits { retry_after: Duration },
+    /// The gateway is shutting down and takes no new upstream work.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
 }

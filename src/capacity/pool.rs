@@ -1,7 +1,7 @@
 //! The key pool: hands out leases on the key with the most free capacity, keeps key health, and
 //! puts jobs in the fair queue when no slot is free.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct KeyPool {
     queue: Queue,
     /// Where a lease dropped without `release` is given back (the drop itself does no I/O).
     tracker: TaskTracker,
+    /// Set on shutdown: waiting jobs and new ones are refused.
+    closed: AtomicBool,
 }
 
 /// The right to one upstream task on one key. Give it back with `release` once BFL's task is
@@ -125,6 +127,7 @@ impl KeyPool {
             held: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             queue: Queue::default(),
             tracker,
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -146,6 +149,12 @@ impl KeyPool {
     /// Jobs waiting for a slot.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Refuses new and waiting jobs from now on (shutdown); leases already held are unaffected.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.queue.wake_all();
     }
 
     /// Wakes the head of the queue: a slot may have freed elsewhere (another replica).
@@ -234,6 +243,9 @@ impl KeyPool {
     /// An error when no key can take any job now or later without an operator: all revoked, or
     /// all revoked or out of credits.
     fn check_usable(&self) -> Result<(), CapacityError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(CapacityError::ShuttingDown);
+        }
         let now = Instant::now();
         let health = self.health();
         let revoked = health.iter().filter(|h| **h == Health::Revoked).count();
@@ -378,6 +390,23 @@ mod tests {
         lease.release().await;
         let (_, lease) = waiters.remove(0).await.expect("task");
         lease.release().await;
+        assert_eq!((pool.in_use(), pool.queued()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn closing_the_pool_refuses_waiting_and_new_jobs_but_keeps_held_leases() {
+        let pool = pool(1, 1, 1);
+        let held = pool.acquire(SlotClass::General).await.expect("slot");
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(SlotClass::General).await.map(|_| ()) }
+        });
+        until_queued(&pool, 1).await;
+        pool.close();
+        assert_eq!(waiting.await.expect("task"), Err(CapacityError::ShuttingDown));
+        assert_eq!(pool.acquire(SlotClass::General).await.map(|_| ()), Err(CapacityError::ShuttingDown));
+        assert_eq!(pool.in_use(), 1);
+        held.release().await;
         assert_eq!((pool.in_use(), pool.queued()), (0, 0));
     }
 

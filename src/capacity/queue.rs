@@ -57,6 +57,13 @@ impl Queue {
         self.lock().waiters.len()
     }
 
+    /// Wakes every waiter (the pool is closing).
+    pub(super) fn wake_all(&self) {
+        for w in &self.lock().waiters {
+            w.wake.notify_one();
+        }
+    }
+
     /// Wakes the oldest waiter of every class: capacity may have come back.
     pub(super) fn wake_turns(&self) {
         let state = self.lock();

@@ -93,6 +93,12 @@ impl Dispatcher {
         self.inner.pool.queued()
     }
 
+    /// Shutdown: jobs still waiting for a slot, and new ones, are refused (429, retry elsewhere);
+    /// jobs already submitted run on.
+    pub fn stop_admitting(&self) {
+        self.inner.pool.close();
+    }
+
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.inner.store
     }

@@ -114,6 +114,12 @@ fn capacity(e: CapacityError) -> ApiError {
             retry_useful: true,
         },
         CapacityError::NoUsableKey => ApiError::Upstream("no usable BFL key: every key was refused".into()),
+        // Another replica behind the load balancer can take it: the SDK's retry is welcome.
+        CapacityError::ShuttingDown => ApiError::Capacity {
+            message: "the gateway is shutting down; retry (another replica will take it)".into(),
+            retry_after: Duration::from_secs(1),
+            retry_useful: true,
+        },
         CapacityError::OutOfCredits { retry_after } => ApiError::Capacity {
             message: "the gateway's BFL accounts are out of credits".into(),
             retry_after,

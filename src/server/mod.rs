@@ -64,6 +64,8 @@ pub async fn serve(
     );
     tokio::time::sleep(settings.drain_delay).await;
     connections.set_phase(Phase::Draining);
+    // Jobs still queued for a slot would start paying only now: they are refused instead.
+    state.dispatcher.stop_admitting();
     let grace_ends = Instant::now() + settings.shutdown_grace;
     tracing::info!(
         open = connections.open(),

@@ -18,7 +18,7 @@ pub struct TestApp {
     pub sim_addr: SocketAddr,
     pub http: reqwest::Client,
     pub state: AppState,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -29,6 +29,17 @@ pub async fn wait_for(mut ready: impl FnMut() -> bool) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends the shutdown signal once, from wherever it is held.
+pub struct Stopper(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        if let Some(stop) = self.0.lock().expect("not poisoned").take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -99,7 +110,7 @@ pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config:
         sim_addr,
         http: reqwest::Client::new(),
         state,
-        stop: Some(stop),
+        stop: Arc::new(std::sync::Mutex::new(Some(stop))),
         server: Some(server),
     }
 }
@@ -107,9 +118,12 @@ pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config:
 impl TestApp {
     /// Sends the shutdown signal (as SIGTERM would) without waiting.
     pub fn begin_shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stopper().stop();
+    }
+
+    /// A handle that sends the shutdown signal from elsewhere (while the app is borrowed).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// Sends the shutdown signal and waits until the server has drained and returned.

@@ -52,3 +52,28 @@ async fn readiness_fails_first_while_requests_are_still_served_during_the_drain_
     assert_eq!(reply.status, 200, "requests are still served while draining: {}", reply.body);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_refuses_jobs_still_waiting_for_a_slot_and_finishes_the_submitted_one() {
+    let mut app = spawn_with(
+        SimConfig { time_scale: 0.02, ..SimConfig::default() },
+        vec![("upstream.task_cap", 1.into())],
+    )
+    .await;
+    let stopper = app.stopper();
+    let running = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "running [slow:800]"}));
+    let queued = async {
+        wait_for(|| app.state.dispatcher.slots_in_use() == 1).await;
+        app.generate(json!({"model": "flux-2-klein-4b", "prompt": "queued"})).await
+    };
+    let stop = async {
+        wait_for(|| app.state.dispatcher.queued() == 1).await;
+        stopper.stop();
+    };
+    let (running, queued, ()) = tokio::join!(running, queued, stop);
+    assert_eq!(running.status, 200, "{}", running.body);
+    assert_eq!(queued.status, 429, "{}", queued.body);
+    assert_eq!(queued.header("x-should-retry"), Some("true"));
+    assert_eq!(app.sim.submit_attempts(), 1, "the queued job never reached BFL");
+    app.shutdown().await;
+}
