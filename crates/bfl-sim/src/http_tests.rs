@@ -265,3 +265,81 @@ async fn fuzzed_bodies_never_crash_the_simulator() {
     assert_eq!(call(&app, "GET", "/results/%FF.png?exp=1&sig=zz", None, None).await.0, 404);
     assert_eq!(call(&app, "GET", "/results/a.png?exp=-1&sig=zz", None, None).await.0, 403);
 }
+
+#[tokio::test(start_paused = true)]
+async fn finished_tasks_and_their_images_are_forgotten_once_the_result_url_expires() {
+    let ttl = Duration::from_secs(60);
+    let (s, app) = sim(SimConfig { result_ttl: ttl, ..SimConfig::default() });
+    let (_, v) =
+        submit(&app, "flux-2-pro", json!({"prompt": "[slow:1000]", "width": 64, "height": 64})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (_, v) = poll(&app, &id).await;
+    let sample = v["result"]["sample"].as_str().expect("ready").to_owned();
+    assert_eq!(call(&app, "GET", path_of(&sample), None, None).await.0, 200);
+    tokio::time::advance(ttl).await;
+    assert_eq!(poll(&app, &id).await.1["status"], "Ready", "kept through the URL's last instant");
+    // Just past the deadline the task is gone while the URL's millisecond has not yet passed: the
+    // link answers as expired all the same.
+    tokio::time::advance(Duration::from_micros(1)).await;
+    assert_eq!(poll(&app, &id).await, (StatusCode::NOT_FOUND, json!({"id": id, "status": "Task not found"})));
+    let (st, ct, body) = call(&app, "GET", path_of(&sample), None, None).await;
+    assert_eq!((st, ct.as_str()), (StatusCode::FORBIDDEN, "application/xml"));
+    assert!(String::from_utf8_lossy(&body).contains("Signed expiry time has passed"));
+    assert!(s.task(&id).is_none());
+    assert_eq!(s.task_list(), json!([]));
+    assert_eq!((s.stats()["accepted"].as_u64(), s.received().len()), (Some(1), 1), "counters remain");
+}
+
+#[tokio::test(start_paused = true)]
+async fn steady_traffic_keeps_only_the_tasks_of_the_last_result_ttl() {
+    let ttl = Duration::from_secs(10);
+    let (s, app) = sim(SimConfig { result_ttl: ttl, ..SimConfig::default() });
+    let mut kept = Vec::new();
+    for i in 0..100 {
+        assert_eq!(
+            submit(&app, "flux-2-klein-4b", json!({"prompt": format!("{i} [slow:500]")})).await.0,
+            200
+        );
+        kept.push(s.task_list().as_array().map_or(0, Vec::len));
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert!(kept.iter().all(|&n| n <= 11), "{kept:?}");
+    assert_eq!(kept.last(), Some(&11));
+    assert_eq!(s.stats()["accepted"], 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_tasks_hold_their_slot_until_their_bound_then_are_forgotten() {
+    let hung_ttl = Duration::from_secs(2 * 3600);
+    let cfg = SimConfig {
+        task_cap: 1,
+        result_ttl: Duration::from_secs(1),
+        hung_task_ttl: hung_ttl,
+        ..SimConfig::default()
+    };
+    let (s, app) = sim(cfg);
+    let (_, v) = submit(&app, "flux-dev", json!({"prompt": "[hang]"})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    tokio::time::advance(hung_ttl - Duration::from_secs(1)).await;
+    assert_eq!(poll(&app, &id).await.1["status"], "Pending", "an active task is never forgotten");
+    assert_eq!(submit(&app, "flux-dev", json!({"prompt": "x"})).await.0, 429, "it still holds its slot");
+    assert_eq!(s.active_tasks(), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(poll(&app, &id).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.active_tasks(), 0);
+    assert_eq!(submit(&app, "flux-dev", json!({"prompt": "x"})).await.0, 200, "its slot is free again");
+}
+
+#[tokio::test]
+async fn the_received_log_keeps_only_the_newest_submits() {
+    let (s, app) = sim(SimConfig { received_capacity: 3, ..SimConfig::default() });
+    for i in 0..5 {
+        assert_eq!(submit(&app, "flux-dev", json!({"prompt": format!("p{i} [slow:0]")})).await.0, 200);
+    }
+    let prompts: Vec<_> = s.received().iter().map(|r| r.body["prompt"].clone()).collect();
+    assert_eq!(prompts, vec![json!("p2 [slow:0]"), json!("p3 [slow:0]"), json!("p4 [slow:0]")]);
+    let (none, app) = sim(SimConfig { received_capacity: 0, ..SimConfig::default() });
+    assert_eq!(submit(&app, "flux-dev", json!({"prompt": "x"})).await.0, 200);
+    assert!(none.received().is_empty());
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::state::Simulator;
 
@@ -31,11 +32,11 @@ impl Simulator {
         })
     }
 
-    /// Every task in submit order: id, model path, recorded prompt, unix-ms submit and ready
+    /// Every task still kept, in submit order: id, model path, recorded prompt, unix-ms submit and ready
     /// times (`null` for a task that never finishes), polls so far and its terminal status.
     pub fn task_list(&self) -> Value {
-        let st = self.lock();
-        let mut tasks: Vec<_> = st.table.iter().collect();
+        let mut st = self.lock();
+        let mut tasks: Vec<_> = st.table.iter(Instant::now()).collect();
         tasks.sort_by_key(|(_, t)| t.submitted);
         let list = tasks
             .into_iter()

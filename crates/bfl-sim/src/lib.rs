@@ -26,6 +26,23 @@
 //! - `[submit:CODE]` → the submit answers HTTP CODE (400–599) with BFL's body for it, no task.
 //! - `[notfound:N]` → the first N polls of the task answer 404 `Task not found`.
 //! - `[poll-status:CODE]` → every poll of the task answers HTTP CODE (400–599).
+//!
+//! Memory is bounded, so a long `fluxgate demo` or benchmark does not grow without end. Nothing
+//! runs in the background: expired entries are swept by the requests that follow (min-heaps of
+//! deadlines: O(1) per request when nothing is due, O(log n + task_cap) once per task).
+//! - A finished task, with its cached image, is forgotten once its signed result URL has
+//!   expired (`SimConfig::result_ttl` after it turned terminal). Polls of it then answer 404
+//!   `Task not found`, its URL answers 403 like any expired link, and `Simulator::task`,
+//!   `GET /sim/tasks` no longer list it. Counters (`/sim/stats`) keep counting.
+//! - A running task is never forgotten while it holds a cap slot (at most `task_cap` per key).
+//!   A `[hang]` task holds its slot for `SimConfig::hung_task_ttl` (6 hours by default), then is
+//!   forgotten and frees it. A `[slow:MS]` task is kept until MS has passed plus `result_ttl`,
+//!   however long that is.
+//! - `Simulator::received` is a ring of the newest `SimConfig::received_capacity` accepted
+//!   submits (10,000 by default). With `record_bodies` on, each keeps its whole body, input
+//!   images included; turn it off (or lower the capacity) when those are large.
+//! - Keys given to `revoke_key` / `set_out_of_credits` are kept until undone: they come from the
+//!   test driving the simulator, not from traffic.
 
 mod body;
 pub mod cli;
@@ -63,8 +80,12 @@ pub struct SimConfig {
     pub kontext_max_cap: usize,
     /// Multiplies every simulated job duration (1.0 = realistic-ish demo speed; tests use e.g. 0.02).
     pub time_scale: f64,
-    /// How long signed result URLs stay valid (BFL: 10 minutes).
+    /// How long signed result URLs stay valid (BFL: 10 minutes). A finished task, and its
+    /// encoded image, is forgotten once its URL has expired: this long after it turned terminal.
     pub result_ttl: Duration,
+    /// How long a task that never finishes (`[hang]`) is kept after submit, holding its slot;
+    /// then it is forgotten and its slot freed (default 6 hours).
+    pub hung_task_ttl: Duration,
     /// Base URL (scheme://host:port, no trailing slash) used to build `polling_url` and result URLs.
     /// None = derive from the submit request's Host header (http).
     pub public_base: Option<String>,
@@ -74,6 +95,8 @@ pub struct SimConfig {
     /// Keep whole submit bodies in `Simulator::received`. When false, `input_image*` values are
     /// replaced by their length, so long benchmarks with reference images keep memory bounded.
     pub record_bodies: bool,
+    /// How many accepted submits `Simulator::received` keeps (the newest; 0 = none).
+    pub received_capacity: usize,
 }
 
 impl Default for SimConfig {
@@ -88,6 +111,8 @@ impl Default for SimConfig {
             faults: Faults::default(),
             seed: 1,
             record_bodies: true,
+            hung_task_ttl: Duration::from_secs(6 * 3600),
+            received_capacity: 10_000,
         }
     }
 }

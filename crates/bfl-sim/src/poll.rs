@@ -75,7 +75,7 @@ impl Simulator {
     fn answer(&self, id: &str, key: &str, now: Instant) -> Response {
         let mut st = self.lock();
         // Tasks belong to the key that submitted them; other keys cannot see them.
-        let Some(task) = st.table.get_mut(id).filter(|t| t.key == key) else {
+        let Some(task) = st.table.get_mut(id, now).filter(|t| t.key == key) else {
             return replies::task_not_found(id);
         };
         task.polls = task.polls.saturating_add(1);

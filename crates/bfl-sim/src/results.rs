@@ -1,5 +1,6 @@
 //! `GET /results/{id}.{ext}?exp=&sig=`: the delivery CDN. Checks the signature and expiry, then
-//! serves the task's image, encoding it on first download and caching the bytes.
+//! serves the task's image, encoding it on first download and caching the bytes with the task
+//! (so the bytes go when the task is forgotten, at the URL's expiry).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,25 +33,22 @@ pub(super) async fn download(
             "Server failed to authenticate the request.",
         );
     };
-    match sim.signer.verify(&file, exp, sig, sim.unix_ms(Instant::now())) {
+    let now = Instant::now();
+    match sim.signer.verify(&file, exp, sig, sim.unix_ms(now)) {
         Ok(()) => {}
         Err(UrlError::BadSignature) => {
             return cdn_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature did not match.");
         }
-        Err(UrlError::Expired) => {
-            let msg = "Signed expiry time has passed; the result URL is no longer valid.";
-            return cdn_error(StatusCode::FORBIDDEN, "AuthenticationFailed", msg);
-        }
+        Err(UrlError::Expired) => return expired(),
     }
     let Some((id, ext)) = file.rsplit_once('.') else { return missing() };
     let found = {
-        let st = sim.lock();
-        st.table
-            .get(id)
-            .filter(|t| {
-                t.status == "Ready" && t.phase(Instant::now()) == Phase::Done && t.format.ext() == ext
-            })
-            .map(|t| (Arc::clone(&t.image), t.size, t.seed, t.format))
+        let mut st = sim.lock();
+        // Only this simulator signs, and only for tasks it had: a valid URL for a task it no
+        // longer has means the task was forgotten at the URL's expiry (in the same millisecond).
+        let Some(t) = st.table.get(id, now) else { return expired() };
+        let servable = t.status == "Ready" && t.phase(now) == Phase::Done && t.format.ext() == ext;
+        servable.then(|| (Arc::clone(&t.image), t.size, t.seed, t.format))
     };
     let Some((cell, (w, h), seed, format)) = found else { return missing() };
     let encoded = cell
@@ -74,6 +72,11 @@ pub(super) async fn download(
             )
         }
     }
+}
+
+fn expired() -> Response {
+    let msg = "Signed expiry time has passed; the result URL is no longer valid.";
+    cdn_error(StatusCode::FORBIDDEN, "AuthenticationFailed", msg)
 }
 
 fn missing() -> Response {

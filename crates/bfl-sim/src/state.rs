@@ -1,7 +1,7 @@
 //! The simulator object: shared state behind one mutex, counters, and the public methods tests
 //! use to inspect and steer it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::signing::Signer;
-use super::tasks::Table;
+use super::tasks::{Retention, Table};
 use super::{Faults, Received, SimConfig, TaskInfo};
 
 /// A running BFL look-alike; cheap to share as `Arc<Simulator>`.
@@ -29,7 +29,8 @@ pub struct Simulator {
 /// Everything that changes while serving.
 pub(super) struct State {
     pub table: Table,
-    pub received: Vec<Received>,
+    /// The newest `SimConfig::received_capacity` accepted submits, oldest first.
+    pub received: VecDeque<Received>,
     pub revoked: HashSet<String>,
     pub broke: HashSet<String>,
     pub faults: Faults,
@@ -45,8 +46,8 @@ impl Simulator {
     pub fn new(cfg: SimConfig) -> Arc<Simulator> {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let state = State {
-            table: Table::default(),
-            received: Vec::new(),
+            table: Table::new(Retention { result_ttl: cfg.result_ttl, hung_ttl: cfg.hung_task_ttl }),
+            received: VecDeque::new(),
             revoked: HashSet::new(),
             broke: HashSet::new(),
             faults: cfg.faults,
@@ -92,9 +93,9 @@ impl Simulator {
         self.epoch_unix_ms.saturating_add(since)
     }
 
-    /// Every accepted submit (200), in order.
+    /// The accepted submits (200) in order: the newest `SimConfig::received_capacity` of them.
     pub fn received(&self) -> Vec<Received> {
-        self.lock().received.clone()
+        self.lock().received.iter().cloned().collect()
     }
 
     /// Every POST to `/v1/{model}`, whatever the answer (unknown models included).
@@ -122,9 +123,10 @@ impl Simulator {
         self.polls.load(Ordering::Relaxed)
     }
 
+    /// A task still kept (see the crate docs on what is forgotten when), any key.
     pub fn task(&self, id: &str) -> Option<TaskInfo> {
-        let state = self.lock();
-        let t = state.table.get(id)?;
+        let mut state = self.lock();
+        let t = state.table.get(id, Instant::now())?;
         let never = Duration::from_secs(100 * 365 * 24 * 3600);
         let ready_at = t.ready_at.unwrap_or_else(|| t.submitted.checked_add(never).unwrap_or(t.submitted));
         Some(TaskInfo {

@@ -169,12 +169,17 @@ impl Simulator {
         };
         st.table.insert(id.clone(), task, kontext_max, now);
         let body = if self.cfg.record_bodies { a.body } else { without_images(a.body) };
-        st.received.push(Received {
-            path: format!("/v1/{}", a.model.path),
-            key: a.key.to_owned(),
-            body,
-            input_dims: a.job.input_dims,
-        });
+        if self.cfg.received_capacity > 0 {
+            if st.received.len() >= self.cfg.received_capacity {
+                st.received.pop_front();
+            }
+            st.received.push_back(Received {
+                path: format!("/v1/{}", a.model.path),
+                key: a.key.to_owned(),
+                body,
+                input_dims: a.job.input_dims,
+            });
+        }
         Ok(json!({
             "id": id,
             "polling_url": format!("{}/v1/get_result?id={id}", a.base),
