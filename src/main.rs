@@ -67,7 +67,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         #[cfg(feature = "simulator")]
         Command::Demo { time_scale } => {
             bfl_sim::cli::check_scale(time_scale)?;
-            let sim = bfl_sim::Simulator::new(bfl_sim::SimConfig { time_scale, ..Default::default() });
+            // A long demo must not grow: the simulator keeps no submit bodies here.
+            let config = bfl_sim::SimConfig { time_scale, record_bodies: false, ..Default::default() };
+            let sim = bfl_sim::Simulator::new(config);
             let sim_addr =
                 sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
             let sources = Sources {
