@@ -240,3 +240,28 @@ async fn sigterm_with_a_half_sent_request_and_twenty_running_jobs_finishes_the_j
     let status = exited.expect("the process exited within drain delay + grace");
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
+    let app = demo(
+        "0.05",
+        &[
+            ("FLUXGATE__SERVER__HEADER_TIMEOUT_MS", "300".into()),
+            ("FLUXGATE__SERVER__IDLE_TIMEOUT_MS", "1500".into()),
+        ],
+    );
+    let mut conn = TcpStream::connect(app.addr()).await.expect("connects");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("writes");
+    let reply = read_reply(&mut conn).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let idle_from = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await;
+    let idled = idle_from.elapsed();
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle connection was closed: {closed:?}");
+    assert!(
+        idled >= Duration::from_millis(1400),
+        "kept while idle for the idle timeout, not the header timeout: {idled:?}"
+    );
+    assert!(idled <= Duration::from_millis(2500), "closed soon after the idle timeout: {idled:?}");
+}

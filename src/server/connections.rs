@@ -146,6 +146,9 @@ struct Watch {
     changed: Notify,
     /// Set once a byte has been read since the last idle point (checked without the lock).
     reading: AtomicBool,
+    /// The connection opened with the HTTP/2 preface. HTTP/2 clients send frames (pings, window
+    /// updates) between requests, so bytes read do not start a header timer there.
+    h2: AtomicBool,
 }
 
 impl Watch {
@@ -154,7 +157,13 @@ impl Watch {
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn bytes_read(&self) {
+    fn bytes_read(&self, first_bytes: &[u8]) {
+        if first_bytes.starts_with(b"PRI * HTTP/2.0") {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        if self.h2.load(Ordering::Relaxed) {
+            return;
+        }
         if !self.reading.swap(true, Ordering::Relaxed) {
             let mut a = self.lock();
             if a.first_byte.is_none() {
@@ -179,6 +188,7 @@ impl Watch {
             return None;
         }
         Some(match (a.started, a.first_byte) {
+            _ if self.h2.load(Ordering::Relaxed) && a.started > 0 => a.idle_since + limits.idle,
             (0, _) => a.opened + limits.header,
             (_, Some(first)) => first + limits.header,
             (_, None) => a.idle_since + limits.idle,
@@ -215,8 +225,9 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
         }),
         changed: Notify::new(),
         reading: AtomicBool::new(false),
+        h2: AtomicBool::new(false),
     });
-    let io = TokioIo::new(Watched { inner: stream, watch: watch.clone() });
+    let io = TokioIo::new(Watched { inner: stream, watch: watch.clone(), first_read: true });
     let requests = watch.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = requests.begin();
@@ -228,7 +239,9 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header);
+    // hyper's own header timer also runs while a keep-alive connection idles between requests,
+    // which would make the idle timeout the header timeout: the watchdog below keeps both.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut draining = false;
@@ -269,6 +282,8 @@ fn far_future() -> Instant {
 struct Watched {
     inner: TcpStream,
     watch: Arc<Watch>,
+    /// The next read is the connection's first (it tells HTTP/2's preface apart).
+    first_read: bool,
 }
 
 impl AsyncRead for Watched {
@@ -280,7 +295,13 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.watch.bytes_read();
+            let first = if self.first_read {
+                self.first_read = false;
+                &buf.filled()[before..]
+            } else {
+                &[]
+            };
+            self.watch.bytes_read(first);
         }
         polled
     }
