@@ -28,6 +28,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{message}")]
     PayloadTooLarge { message: String, param: Option<String> },
+    /// The gateway's own room (the process-wide upload budgets) is spent for now; a retry after
+    /// `retry_after` is likely to find room.
+    #[error("{message}")]
+    Overloaded { message: String, param: Option<String>, retry_after: Duration },
     /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
     #[error("{message}")]
     Capacity { message: String, retry_after: Duration, retry_useful: bool },
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +96,7 @@ impl ApiError {
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
                 "upstream_error"
             }
-            ApiError::Internal { .. } => "server_error",
+            ApiError::Overloaded { .. } | ApiError::Internal { .. } => "server_error",
         }
     }
 
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => Some("payload_too_large"),
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
+            ApiError::Overloaded { .. } => Some("server_overloaded"),
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
             ApiError::Internal { .. } => None,
@@ -113,9 +119,9 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            ApiError::InvalidRequest { param, .. } | ApiError::PayloadTooLarge { param, .. } => {
-                param.as_deref()
-            }
+            ApiError::InvalidRequest { param, .. }
+            | ApiError::PayloadTooLarge { param, .. }
+            | ApiError::Overloaded { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) => Some("model"),
             ApiError::Unauthorized
             | ApiError::Moderated { .. }
@@ -141,13 +147,16 @@ impl ApiError {
             | ApiError::UpstreamAfterSubmit(_) => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
+            ApiError::Overloaded { .. } => Some(true),
             ApiError::Unauthorized | ApiError::Upstream(_) | ApiError::Internal { .. } => None,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Capacity { retry_after, .. } => Some(*retry_after),
+            ApiError::Capacity { retry_after, .. } | ApiError::Overloaded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
             | ApiError::Moderated { .. }
