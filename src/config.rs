@@ -101,6 +101,9 @@ struct RawUploads {
     memory_threshold: usize,
     spool_dir: String,
     max_json_bytes: usize,
+    max_request_bytes: u64,
+    max_spool_bytes: u64,
+    max_json_inflight_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,6 +354,21 @@ fn upload_settings(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
             "max_file_bytes and max_parts must be positive, max_json_bytes at least 1024",
         ));
     }
+    if raw.max_request_bytes < raw.max_file_bytes {
+        return Err(invalid("uploads.max_request_bytes", "must be at least uploads.max_file_bytes"));
+    }
+    if raw.max_spool_bytes < raw.max_file_bytes {
+        return Err(invalid(
+            "uploads.max_spool_bytes",
+            "must be at least uploads.max_file_bytes (a largest reference must fit)",
+        ));
+    }
+    if raw.max_json_inflight_bytes < raw.max_json_bytes as u64 {
+        return Err(invalid(
+            "uploads.max_json_inflight_bytes",
+            "must be at least uploads.max_json_bytes (a largest JSON body must fit)",
+        ));
+    }
     let spool_dir = raw.spool_dir.trim();
     Ok(UploadSettings {
         limits: UploadLimits {
@@ -361,6 +379,9 @@ fn upload_settings(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
             ..UploadLimits::default()
         },
         max_json_bytes: raw.max_json_bytes,
+        max_request_bytes: raw.max_request_bytes,
+        max_spool_bytes: raw.max_spool_bytes,
+        max_json_inflight_bytes: raw.max_json_inflight_bytes,
     })
 }
 

@@ -33,6 +33,10 @@ pub enum ApiError {
         "the request body stopped arriving for longer than the server's body timeout; nothing was submitted"
     )]
     BodyTimeout,
+    /// The gateway's own room (the process-wide upload budgets) is spent for now; a retry after
+    /// `retry_after` is likely to find room.
+    #[error("{message}")]
+    Overloaded { message: String, param: Option<String>, retry_after: Duration },
     /// Upstream capacity (slots, BFL 429s, credits) is exhausted for now.
     #[error("{message}")]
     Capacity { message: String, retry_after: Duration, retry_useful: bool },
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,7 +115,7 @@ impl ApiError {
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
                 "upstream_error"
             }
-            ApiError::Internal { .. } => "server_error",
+            ApiError::Overloaded { .. } | ApiError::Internal { .. } => "server_error",
         }
     }
 
@@ -125,6 +130,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => Some("payload_too_large"),
             ApiError::BodyTimeout => Some("request_timeout"),
             ApiError::Capacity { .. } => Some("upstream_capacity_exhausted"),
+            ApiError::Overloaded { .. } => Some("server_overloaded"),
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
             ApiError::Internal { .. } => None,
@@ -133,9 +139,9 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            ApiError::InvalidRequest { param, .. } | ApiError::PayloadTooLarge { param, .. } => {
-                param.as_deref()
-            }
+            ApiError::InvalidRequest { param, .. }
+            | ApiError::PayloadTooLarge { param, .. }
+            | ApiError::Overloaded { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) => Some("model"),
             ApiError::BodyTimeout
             | ApiError::Unauthorized
@@ -162,6 +168,7 @@ impl ApiError {
             | ApiError::UpstreamAfterSubmit(_) => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
+            ApiError::Overloaded { .. } => Some(true),
             // Nothing was submitted: a retry that sends the body promptly is fine.
             ApiError::BodyTimeout
             | ApiError::Unauthorized
@@ -172,7 +179,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Capacity { retry_after, .. } => Some(*retry_after),
+            ApiError::Capacity { retry_after, .. } | ApiError::Overloaded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             ApiError::BodyTimeout
             | ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized

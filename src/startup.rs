@@ -13,6 +13,7 @@ use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
 use crate::state::AppState;
+use crate::upload::Uploads;
 
 /// Why the gateway cannot be built from valid-looking settings.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,8 @@ pub enum StartupError {
     DefaultModel(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("uploads.spool_dir: {0}")]
+    Spool(std::io::Error),
 }
 
 /// Everything the gateway shares, built from `settings`.
@@ -31,11 +34,12 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     if catalog.get(&settings.server.default_model).is_none() {
         return Err(StartupError::DefaultModel(settings.server.default_model));
     }
+    let uploads = Uploads::start(settings.uploads).map_err(StartupError::Spool)?;
     let client = BflClient::new(&settings.upstream)?;
     let tracker = TaskTracker::new();
     let pool = KeyPool::new(settings.capacity, Arc::new(LocalLedger::new()), tracker.clone());
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
     let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
     let delivery = Delivery::new(client, settings.delivery);
-    Ok(AppState::from_parts(settings.server, settings.uploads, catalog, dispatcher, delivery))
+    Ok(AppState::from_parts(settings.server, uploads, catalog, dispatcher, delivery))
 }

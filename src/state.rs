@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::catalog::Catalog;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
-use crate::upload::UploadSettings;
+use crate::upload::Uploads;
 
 /// The HTTP side: where to listen, who may call, and how shutdown drains.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct ServerSettings {
 #[derive(Clone)]
 pub struct AppState {
     pub server: Arc<ServerSettings>,
-    pub uploads: Arc<UploadSettings>,
+    pub uploads: Arc<Uploads>,
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
     pub delivery: Delivery,
@@ -48,7 +48,7 @@ impl AppState {
     /// The state of a gateway built from these parts (`startup` builds them from `Settings`).
     pub fn from_parts(
         server: ServerSettings,
-        uploads: UploadSettings,
+        uploads: Uploads,
         catalog: Catalog,
         dispatcher: Dispatcher,
         delivery: Delivery,

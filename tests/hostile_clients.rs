@@ -265,3 +265,43 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_
     );
     assert!(idled <= Duration::from_millis(2500), "closed soon after the idle timeout: {idled:?}");
 }
+
+#[tokio::test]
+async fn a_multipart_edit_that_stalls_mid_file_gets_408_and_leaves_no_spool_file() {
+    let spool = tempfile::tempdir().expect("temp dir");
+    let app = demo(
+        "0.05",
+        &[
+            ("FLUXGATE__SERVER__BODY_TIMEOUT_MS", "500".into()),
+            ("FLUXGATE__UPLOADS__SPOOL_DIR", spool.path().display().to_string()),
+            ("FLUXGATE__UPLOADS__MEMORY_THRESHOLD", "1024".into()),
+        ],
+    );
+    let boundary = "fluxgatestall";
+    let mut head = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nflux-2-klein-4b\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\
+         content-type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    // A PNG signature and a header chunk for 512x512, then more bytes than the memory threshold
+    // (so the file is spooled), then nothing.
+    head.extend_from_slice(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x02\0\0\0\x02\0\x08\x02\0\0\0");
+    head.extend_from_slice(&[0u8; 4]);
+    // An IDAT chunk that declares 100,000 bytes, of which 8 KiB arrive.
+    head.extend_from_slice(&100_000u32.to_be_bytes());
+    head.extend_from_slice(b"IDAT");
+    head.extend_from_slice(&vec![7u8; 8192]);
+    let mut conn = TcpStream::connect(app.addr()).await.expect("connects");
+    let request = format!(
+        "POST /v1/images/edits HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary={boundary}\r\n\
+         content-length: 10000000\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.expect("writes");
+    conn.write_all(&head).await.expect("writes");
+    let reply = read_reply(&mut conn).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let left = std::fs::read_dir(spool.path()).expect("spool dir").count();
+    assert_eq!(left, 0, "no spool file is left behind");
+    assert_eq!(app.sim_stats().await["submit_attempts"], 0);
+}

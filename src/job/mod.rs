@@ -10,7 +10,7 @@ pub use size::OutputSize;
 use crate::catalog::{Catalog, Model, Upsampling};
 use crate::error::ApiError;
 use crate::openai::Fields;
-use crate::upload::Reference;
+use crate::upload::{RefRule, Reference};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -176,34 +176,58 @@ impl ImageJob {
         let mut job = ImageJob::parse(fields, catalog, default_model).await?;
         let model = &job.model;
         if model.max_refs == 0 {
-            let editors: Vec<&str> = catalog.iter().filter(|m| m.max_refs > 0).map(|m| m.id).collect();
-            return Err(ApiError::invalid(
-                "model",
-                format!(
-                    "{} generates only and cannot edit; edit with one of: {}",
-                    model.id,
-                    editors.join(", ")
-                ),
-            ));
+            return Err(generation_only(model, catalog));
         }
         if references.is_empty() {
             return Err(ApiError::invalid("image", "an edit needs at least one reference image in `image`"));
         }
-        if references.len() > model.max_refs {
-            return Err(ApiError::invalid(
-                "image",
-                format!(
-                    "{} takes at most {} reference image{}, got {}",
-                    model.id,
-                    model.max_refs,
-                    if model.max_refs == 1 { "" } else { "s" },
-                    references.len()
-                ),
-            ));
-        }
+        check_refs(model, references.len(), catalog)?;
         job.references = references;
         Ok(job)
     }
+}
+
+/// The catalog's reference limits, applied by `upload` while the parts arrive, with the same
+/// errors `parse_edit` gives once they are all in.
+impl RefRule for Catalog {
+    fn most(&self) -> usize {
+        self.iter().map(|m| m.max_refs).max().unwrap_or(0)
+    }
+
+    fn check(&self, model: &str, count: usize) -> Result<(), ApiError> {
+        match self.get(model.trim()) {
+            Some(model) => check_refs(model, count, self),
+            // An unknown model is `parse`'s 404 once the body is in.
+            None => Ok(()),
+        }
+    }
+}
+
+/// `count` references are more than `model` takes.
+fn check_refs(model: &Model, count: usize, catalog: &Catalog) -> Result<(), ApiError> {
+    if count <= model.max_refs {
+        return Ok(());
+    }
+    if model.max_refs == 0 {
+        return Err(generation_only(model, catalog));
+    }
+    Err(ApiError::invalid(
+        "image",
+        format!(
+            "{} takes at most {} reference image{}, got {count}",
+            model.id,
+            model.max_refs,
+            if model.max_refs == 1 { "" } else { "s" },
+        ),
+    ))
+}
+
+fn generation_only(model: &Model, catalog: &Catalog) -> ApiError {
+    let editors: Vec<&str> = catalog.iter().filter(|m| m.max_refs > 0).map(|m| m.id).collect();
+    ApiError::invalid(
+        "model",
+        format!("{} generates only and cannot edit; edit with one of: {}", model.id, editors.join(", ")),
+    )
 }
 
 fn lacks(model: &Model, param: &str) -> ApiError {

@@ -1,17 +1,17 @@
 //! `POST /v1/images/generations` and `POST /v1/images/edits`: read, validate, dispatch, deliver.
 
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header::CONTENT_TYPE};
-use serde_json::Value;
+use axum::http::HeaderMap;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
 use crate::delivery::Wanted;
 use crate::error::ApiError;
 use crate::job::ImageJob;
 use crate::openai::{ImagesResponse, JsonFields};
 use crate::state::AppState;
-use crate::upload::{self, EditUpload};
+use crate::upload::{self, EditUpload, RefRule};
 
 pub(super) async fn create_image(
     State(state): State<AppState>,
@@ -34,32 +34,19 @@ pub(super) async fn edit_image(
     run(&state, job).await.map(Json)
 }
 
+/// Reads either form, refusing as early as it can: a declared length over the per-request cap
+/// before any byte is read, too many references for the model as the parts arrive.
 async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<EditUpload, ApiError> {
     let uploads = &state.uploads;
+    let content_length =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    uploads.check_declared_length(content_length)?;
+    let rule: &dyn RefRule = &*state.catalog;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
-        return upload::read_multipart(content_type, body, &uploads.limits).await;
+        return upload::read_multipart(content_type, body, uploads, rule).await;
     }
-    let bytes = to_bytes(body, uploads.max_json_bytes).await.map_err(|e| {
-        if ApiError::is_body_timeout(&e) {
-            return ApiError::BodyTimeout;
-        }
-        ApiError::too_large(
-            None,
-            format!(
-                "a JSON edit body may be at most {} bytes; send large images as multipart/form-data",
-                uploads.max_json_bytes
-            ),
-        )
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => upload::read_json(map, &uploads.limits).await,
-        _ => Err(ApiError::InvalidRequest {
-            message: "send multipart/form-data with `image` files, or a JSON object with `images`".into(),
-            param: None,
-            code: "invalid_body",
-        }),
-    }
+    upload::read_json_body(body, content_length, uploads, rule).await
 }
 
 /// Starts the job, waits for it within the model's deadline, and delivers the image.

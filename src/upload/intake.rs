@@ -1,11 +1,9 @@
 //! One reference on its way in: enforces the size cap, feeds the checker and the sink chunk by
 //! chunk, and names the reference (`image[i]`, "reference i+1") in every error.
 
-use std::path::PathBuf;
-
-use super::UploadLimits;
 use super::check::{self, Checker, Problem};
-use super::store::{CheckedImage, Sink, Store};
+use super::store::{CheckedImage, Sink, SinkError, Spool, Store};
+use super::{UploadLimits, Uploads, no_room};
 use crate::error::ApiError;
 
 pub(super) struct Intake<'a> {
@@ -14,16 +12,23 @@ pub(super) struct Intake<'a> {
     /// `image` (multipart) or `images` (JSON form).
     prefix: &'static str,
     limits: &'a UploadLimits,
-    dir: PathBuf,
+    spool: &'a Spool,
     len: u64,
     checker: Checker,
     sink: Sink,
 }
 
 impl<'a> Intake<'a> {
-    pub(super) fn new(index: usize, prefix: &'static str, limits: &'a UploadLimits) -> Intake<'a> {
-        let dir = limits.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-        Intake { index, prefix, limits, dir, len: 0, checker: Checker::default(), sink: Sink::new() }
+    pub(super) fn new(index: usize, prefix: &'static str, uploads: &'a Uploads) -> Intake<'a> {
+        Intake {
+            index,
+            prefix,
+            limits: uploads.limits(),
+            spool: &uploads.spool,
+            len: 0,
+            checker: Checker::default(),
+            sink: Sink::new(),
+        }
     }
 
     /// Takes the next bytes. An error is final: the caller stops reading this upload, and
@@ -34,7 +39,14 @@ impl<'a> Intake<'a> {
             return Err(too_large(self.prefix, self.index, self.limits.max_file_bytes));
         }
         self.checker.feed(chunk).map_err(|p| self.refused(&p))?;
-        self.sink.write(chunk, self.limits.memory_threshold, &self.dir).await.map_err(spool_failed)
+        match self.sink.write(chunk, self.limits.memory_threshold, self.spool).await {
+            Ok(()) => Ok(()),
+            Err(SinkError::Io(e)) => Err(spool_failed(e)),
+            Err(SinkError::Full) => Err(no_room(
+                Some(format!("{}[{}]", self.prefix, self.index)),
+                &format!("reference {}", self.index + 1),
+            )),
+        }
     }
 
     pub(super) async fn finish(self) -> Result<CheckedImage, ApiError> {

@@ -1,14 +1,20 @@
 //! The JSON form of an edit request: `images: [{"image_url": "https://…" | "data:…;base64,…"} |
 //! {"file_id": …}]`. https URLs pass through for BFL to fetch; data: URLs are decoded in chunks and
-//! checked exactly like multipart uploads.
+//! checked exactly like multipart uploads. The body is held in memory against a process-wide budget.
 
+use axum::body::Body;
 use base64::Engine;
 use base64::alphabet::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::intake::{self, Intake};
-use super::{EditUpload, Reference, UploadLimits, mask_unsupported, too_many_images};
+use super::{
+    EditUpload, RefRule, Reference, Uploads, body_error, check_count, mask_unsupported, no_room,
+    too_many_images,
+};
 use crate::error::ApiError;
 use crate::openai::Fields;
 
@@ -23,9 +29,59 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
+/// Reads a JSON-form body (`content_length` as declared, if it was) and then the form. The body's
+/// bytes count against `uploads.max_json_inflight_bytes` until this returns.
+pub async fn read_json_body(
+    body: Body,
+    content_length: Option<u64>,
+    uploads: &Uploads,
+    rule: &dyn RefRule,
+) -> Result<EditUpload, ApiError> {
+    let max = uploads.settings.max_json_bytes;
+    let too_large = || {
+        ApiError::too_large(
+            None,
+            format!("a JSON edit body may be at most {max} bytes; send large images as multipart/form-data"),
+        )
+    };
+    if content_length.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    let mut charge = uploads.json.charge();
+    let mut bytes = BytesMut::new();
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| {
+            if ApiError::is_body_timeout(&e) {
+                ApiError::BodyTimeout
+            } else {
+                body_error("the request body could not be read")
+            }
+        })?;
+        if bytes.len() + frame.len() > max {
+            return Err(too_large());
+        }
+        charge.grow(frame.len() as u64).map_err(|_| no_room(None, "this JSON body"))?;
+        bytes.extend_from_slice(&frame);
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => {
+            drop(bytes);
+            read_json(map, uploads, rule).await
+        }
+        _ => Err(body_error("send multipart/form-data with `image` files, or a JSON object with `images`")),
+    }
+}
+
 /// Reads the JSON form. The keys other than `images` and `mask` become `Fields`; no `images` at
-/// all is an empty list (whether a model needs one is the caller's rule).
-pub async fn read_json(mut map: Map<String, Value>, limits: &UploadLimits) -> Result<EditUpload, ApiError> {
+/// all is an empty list (whether a model needs one is the caller's rule). The count is checked
+/// against `rule` before any data: URL is decoded.
+pub async fn read_json(
+    mut map: Map<String, Value>,
+    uploads: &Uploads,
+    rule: &dyn RefRule,
+) -> Result<EditUpload, ApiError> {
+    let limits = uploads.limits();
     if map.get("mask").is_some_and(|mask| !mask.is_null()) {
         return Err(mask_unsupported());
     }
@@ -35,17 +91,19 @@ pub async fn read_json(mut map: Map<String, Value>, limits: &UploadLimits) -> Re
         Some(Value::Array(images)) => images,
         Some(_) => return Err(ApiError::invalid("images", "`images` must be an array of objects")),
     };
+    let model = map.get("model").and_then(Value::as_str);
+    check_count(rule, model, images.len(), "image")?;
     if images.len() > limits.max_images {
         return Err(too_many_images("images", limits.max_images));
     }
     let mut references = Vec::with_capacity(images.len());
     for (index, entry) in images.iter().enumerate() {
-        references.push(reference(index, entry, limits).await?);
+        references.push(reference(index, entry, uploads).await?);
     }
     Ok(EditUpload { fields: Fields::from_json(map), references })
 }
 
-async fn reference(index: usize, entry: &Value, limits: &UploadLimits) -> Result<Reference, ApiError> {
+async fn reference(index: usize, entry: &Value, uploads: &Uploads) -> Result<Reference, ApiError> {
     let param = format!("images[{index}]");
     let n = index + 1;
     let Some(entry) = entry.as_object() else {
@@ -74,7 +132,7 @@ async fn reference(index: usize, entry: &Value, limits: &UploadLimits) -> Result
         _ => return Err(ApiError::invalid(param, format!("reference {n} needs an `image_url` string"))),
     };
     if let Some(data) = strip_prefix_ignore_case(url, "data:") {
-        return decode_data_url(index, data, limits).await.map(Reference::Image);
+        return decode_data_url(index, data, uploads).await.map(Reference::Image);
     }
     let https = strip_prefix_ignore_case(url, "https://").is_some()
         && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
@@ -95,8 +153,9 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 async fn decode_data_url(
     index: usize,
     data: &str,
-    limits: &UploadLimits,
+    uploads: &Uploads,
 ) -> Result<super::CheckedImage, ApiError> {
+    let limits = uploads.limits();
     let bad =
         |what: &str| ApiError::invalid(format!("images[{index}]"), format!("reference {} {what}", index + 1));
     let Some((meta, payload)) = data.split_once(',') else {
@@ -115,7 +174,7 @@ async fn decode_data_url(
     if significant * 3 / 4 > limits.max_file_bytes {
         return Err(intake::too_large("images", index, limits.max_file_bytes));
     }
-    let mut intake = Intake::new(index, "images", limits);
+    let mut intake = Intake::new(index, "images", uploads);
     let mut decoded = Vec::with_capacity(TEXT_CHUNK / 4 * 3);
     for text in payload.as_bytes().chunks(TEXT_CHUNK) {
         decoded.clear();

@@ -3,7 +3,8 @@
 //!
 //! multer pulls from its stream until it is not ready and buffers everything it pulled, and it
 //! looks for the end of part headers without a limit. Metering keeps its buffer to a few pieces
-//! however fast the client sends and however long a header runs.
+//! however fast the client sends and however long a header runs, and stops the body at the
+//! per-request total.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,9 +24,11 @@ pub(super) const OVERHEAD_BUDGET: u64 = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub(super) enum MeterError {
     #[error("the request body could not be read: {0}")]
-    Body(axum::Error),
+    Body(#[source] axum::Error),
     #[error("multipart part headers or preamble too long")]
     Overrun,
+    #[error("the request body is larger than {0} bytes")]
+    TooLong(u64),
 }
 
 /// Counts the part bytes the reader has received; shared with the `Metered` stream.
@@ -43,6 +46,8 @@ pub(super) struct Metered {
     /// The rest of a frame larger than `PIECE`, handed out over the next polls.
     rest: Bytes,
     pulled: u64,
+    /// Bytes the body may bring in all.
+    max_total: u64,
     delivered: Delivered,
     /// A piece went out on the last poll; this one says "not ready" so multer works on it first.
     paused: bool,
@@ -50,8 +55,8 @@ pub(super) struct Metered {
 }
 
 impl Metered {
-    pub(super) fn new(inner: BodyDataStream, delivered: Delivered) -> Metered {
-        Metered { inner, rest: Bytes::new(), pulled: 0, delivered, paused: false, done: false }
+    pub(super) fn new(inner: BodyDataStream, delivered: Delivered, max_total: u64) -> Metered {
+        Metered { inner, rest: Bytes::new(), pulled: 0, max_total, delivered, paused: false, done: false }
     }
 
     fn hand_out(&mut self) -> Poll<Option<Result<Bytes, MeterError>>> {
@@ -87,6 +92,11 @@ impl Stream for Metered {
             match this.inner.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.is_empty() => continue,
                 Poll::Ready(Some(Ok(frame))) => {
+                    // Every byte pulled so far plus this frame: over the total, nothing of it is used.
+                    if this.pulled + frame.len() as u64 > this.max_total {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(MeterError::TooLong(this.max_total))));
+                    }
                     this.rest = frame;
                     return this.hand_out();
                 }

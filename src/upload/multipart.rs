@@ -1,25 +1,33 @@
 //! The multipart form of an edit request, streamed part by part: text parts become `Fields`,
-//! `image` / `image[]` parts become checked references in upload order, `mask` is refused.
+//! `image` / `image[]` parts become checked references in upload order, `mask` is refused. The
+//! per-model reference count is checked when a file part starts and when `model` arrives.
 
 use axum::body::Body;
 
 use super::intake::Intake;
 use super::meter::{Delivered, MeterError, Metered};
-use super::{EditUpload, Reference, UploadLimits, body_error, mask_unsupported, too_many_images};
+use super::{
+    EditUpload, RefRule, Reference, Uploads, body_error, check_count, mask_unsupported, request_too_large,
+    too_many_images,
+};
 use crate::error::ApiError;
 
 /// Reads a `multipart/form-data` body; `content_type` is the request's Content-Type header value.
 pub async fn read_multipart(
     content_type: &str,
     body: Body,
-    limits: &UploadLimits,
+    uploads: &Uploads,
+    rule: &dyn RefRule,
 ) -> Result<EditUpload, ApiError> {
+    let limits = uploads.limits();
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| body_error("the Content-Type must be multipart/form-data with a boundary"))?;
     let delivered = Delivered::default();
-    let stream = Metered::new(body.into_data_stream(), delivered.clone());
+    let stream = Metered::new(body.into_data_stream(), delivered.clone(), uploads.settings.max_request_bytes);
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut upload = EditUpload::default();
+    // The `model` field as read so far; until it arrives, the bound is what any model takes.
+    let mut model: Option<String> = None;
     let mut text_left = limits.max_text_bytes.saturating_mul(2);
     let mut parts = 0usize;
 
@@ -37,10 +45,12 @@ pub async fn read_multipart(
             "mask" => return Err(mask_unsupported()),
             "image" | "image[]" if is_file => {
                 let index = upload.references.len();
+                // Before a byte of it is read: a reference the model cannot take is never spooled.
+                check_count(rule, model.as_deref(), index + 1, "image")?;
                 if index >= limits.max_images {
                     return Err(too_many_images("image", limits.max_images));
                 }
-                let mut intake = Intake::new(index, "image", limits);
+                let mut intake = Intake::new(index, "image", uploads);
                 while let Some(chunk) = part.chunk().await.map_err(malformed)? {
                     delivered.add(chunk.len());
                     intake.push(&chunk).await?;
@@ -74,6 +84,11 @@ pub async fn read_multipart(
                 let value = String::from_utf8(value).map_err(|_| {
                     ApiError::invalid(name.as_str(), format!("`{name}` is not valid UTF-8 text"))
                 })?;
+                if name == "model" {
+                    // Files sent before the model are counted against it now.
+                    check_count(rule, Some(&value), upload.references.len(), "image")?;
+                    model = Some(value.clone());
+                }
                 upload.fields.insert_text(name, value);
             }
         }
@@ -82,13 +97,18 @@ pub async fn read_multipart(
 }
 
 /// A multipart error is the client's: a malformed body (400), a body over the server's limit
-/// (413), or a body that stopped arriving (400; the client is usually gone by then).
+/// (413), a body that stalled past the body timeout (408), or one that broke off (400; the client
+/// is usually gone by then).
 fn malformed(error: multer::Error) -> ApiError {
     if let multer::Error::StreamReadFailed(source) = &error {
+        if ApiError::is_body_timeout(source.as_ref()) {
+            return ApiError::BodyTimeout;
+        }
         match source.downcast_ref::<MeterError>() {
             Some(MeterError::Overrun) => {
                 return body_error("malformed multipart body: part headers or preamble are too long");
             }
+            Some(MeterError::TooLong(max)) => return request_too_large(*max),
             Some(MeterError::Body(e)) if over_length_limit(e) => {
                 return ApiError::too_large(None, "the request body is too large");
             }

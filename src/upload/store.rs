@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -14,6 +15,10 @@ use tempfile::TempPath;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::ImageKind;
+use super::budget::{Budget, Charge};
+
+/// Name prefix of every file the gateway spools; start-up removes leftovers with it (and only those).
+pub(super) const SPOOL_PREFIX: &str = "fluxgate-ref-";
 
 /// Raw bytes per base64 chunk: a multiple of 3, so chunks join without padding in between.
 const RAW_CHUNK: usize = 48 * 1024;
@@ -31,14 +36,49 @@ pub struct CheckedImage {
 #[derive(Clone)]
 pub(super) enum Store {
     Memory(Bytes),
-    File(Arc<TempPath>),
+    File(Arc<SpoolFile>),
+}
+
+/// A spooled reference on disk. Dropping it deletes the file, then gives its bytes back to the
+/// spool budget (fields drop in declaration order).
+pub(super) struct SpoolFile {
+    path: TempPath,
+    _charge: Charge,
+}
+
+impl Deref for SpoolFile {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Where references are spooled and the process-wide cap on the bytes spooled there.
+#[derive(Debug, Clone)]
+pub(super) struct Spool {
+    pub(super) dir: PathBuf,
+    pub(super) budget: Budget,
+}
+
+/// Why an upload could not be written: our disk, or the spool budget is spent for now.
+#[derive(Debug)]
+pub(super) enum SinkError {
+    Io(io::Error),
+    Full,
+}
+
+impl From<io::Error> for SinkError {
+    fn from(error: io::Error) -> SinkError {
+        SinkError::Io(error)
+    }
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Store::Memory(bytes) => write!(f, "Memory({} bytes)", bytes.len()),
-            Store::File(path) => write!(f, "File({})", path.display()),
+            Store::File(file) => write!(f, "File({})", file.path.display()),
         }
     }
 }
@@ -59,7 +99,7 @@ impl CheckedImage {
                 }
                 Source::Memory(_) => return Ok(None),
                 Source::Unopened(path, len) => {
-                    let file = tokio::fs::File::open(&*path).await?;
+                    let file = tokio::fs::File::open(&path.path).await?;
                     let mut reader = Box::new(file.take(len));
                     let raw = read_block(&mut reader).await?;
                     (raw, Source::Open(reader, path))
@@ -82,7 +122,7 @@ impl CheckedImage {
     pub(super) fn spool_path(&self) -> Option<&Path> {
         match &self.store {
             Store::Memory(_) => None,
-            Store::File(path) => Some(path),
+            Store::File(file) => Some(&file.path),
         }
     }
 }
@@ -90,8 +130,8 @@ impl CheckedImage {
 enum Source {
     Memory(Bytes),
     /// Opened on first poll; the `Arc` keeps the file alive for as long as the stream reads it.
-    Unopened(Arc<TempPath>, u64),
-    Open(Box<tokio::io::Take<tokio::fs::File>>, Arc<TempPath>),
+    Unopened(Arc<SpoolFile>, u64),
+    Open(Box<tokio::io::Take<tokio::fs::File>>, Arc<SpoolFile>),
 }
 
 /// Up to `RAW_CHUNK` bytes; shorter only at the end of the file.
@@ -108,10 +148,11 @@ async fn read_block<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Bytes> {
     Ok(block.freeze())
 }
 
-/// The bytes of one upload in progress: memory up to the threshold, then a temporary file.
+/// The bytes of one upload in progress: memory up to the threshold, then a temporary file whose
+/// bytes are charged to the spool budget as they are written.
 pub(super) enum Sink {
     Memory(BytesMut),
-    File { file: tokio::fs::File, path: TempPath },
+    File { file: tokio::fs::File, path: TempPath, charge: Charge },
 }
 
 impl Sink {
@@ -119,25 +160,35 @@ impl Sink {
         Sink::Memory(BytesMut::new())
     }
 
-    pub(super) async fn write(&mut self, chunk: &[u8], threshold: usize, dir: &Path) -> io::Result<()> {
+    pub(super) async fn write(
+        &mut self,
+        chunk: &[u8],
+        threshold: usize,
+        spool: &Spool,
+    ) -> Result<(), SinkError> {
         if let Sink::Memory(buf) = self {
             if buf.len() + chunk.len() <= threshold {
                 buf.extend_from_slice(chunk);
                 return Ok(());
             }
-            let dir = dir.to_owned();
+            let mut charge = spool.budget.charge();
+            charge.grow(buf.len() as u64).map_err(|_| SinkError::Full)?;
+            let dir = spool.dir.clone();
             let spooled = tokio::task::spawn_blocking(move || {
-                tempfile::Builder::new().prefix("fluxgate-ref-").tempfile_in(dir)
+                tempfile::Builder::new().prefix(SPOOL_PREFIX).tempfile_in(dir)
             })
             .await
             .map_err(io::Error::other)??;
             let (file, path) = spooled.into_parts();
             let mut file = tokio::fs::File::from_std(file);
             file.write_all(buf).await?;
-            *self = Sink::File { file, path };
+            *self = Sink::File { file, path, charge };
         }
         match self {
-            Sink::File { file, .. } => file.write_all(chunk).await,
+            Sink::File { file, charge, .. } => {
+                charge.grow(chunk.len() as u64).map_err(|_| SinkError::Full)?;
+                Ok(file.write_all(chunk).await?)
+            }
             Sink::Memory(_) => Ok(()),
         }
     }
@@ -146,11 +197,33 @@ impl Sink {
     pub(super) async fn finish(self) -> io::Result<Store> {
         match self {
             Sink::Memory(buf) => Ok(Store::Memory(buf.freeze())),
-            Sink::File { mut file, path } => {
+            Sink::File { mut file, path, charge } => {
                 file.flush().await?;
                 drop(file);
-                Ok(Store::File(Arc::new(path)))
+                Ok(Store::File(Arc::new(SpoolFile { path, _charge: charge })))
             }
         }
     }
+}
+
+/// Creates the spool directory if need be and removes the files an earlier run left in it: only
+/// regular files named with our prefix, never anything in a subdirectory.
+pub(super) fn prepare_dir(dir: &Path) -> io::Result<usize> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ours = entry.file_name().to_str().is_some_and(|name| name.starts_with(SPOOL_PREFIX));
+        // `file_type` does not follow symlinks: a link named like ours is removed, not its target.
+        let kind = entry.file_type()?;
+        if ours && (kind.is_file() || kind.is_symlink()) {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

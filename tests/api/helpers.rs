@@ -18,6 +18,9 @@ pub struct TestApp {
     pub sim_addr: SocketAddr,
     pub http: reqwest::Client,
     pub state: AppState,
+    /// This gateway's own spool directory, unless a test names another (tests run side by side,
+    /// and each gateway clears its spool directory at start-up).
+    _spool: tempfile::TempDir,
     stop: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -89,7 +92,9 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config::Value)>) -> TestApp {
     let sim = Simulator::new(sim_config);
     let sim_addr = sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator binds");
+    let spool = tempfile::tempdir().expect("spool dir");
     let mut overrides = test_overrides(sim_addr);
+    overrides.push(("uploads.spool_dir", spool.path().to_string_lossy().into_owned().into()));
     overrides.extend(extra);
     let settings =
         Settings::load(Sources { overrides, ..Sources::default() }).expect("test settings are valid");
@@ -110,6 +115,7 @@ pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config:
         sim_addr,
         http: reqwest::Client::new(),
         state,
+        _spool: spool,
         stop: Arc::new(std::sync::Mutex::new(Some(stop))),
         server: Some(server),
     }
@@ -207,6 +213,21 @@ impl TestApp {
             dispatcher.queued(),
             self.sim.active_tasks()
         );
+    }
+
+    /// Where this gateway spools references.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        self.state.uploads.spool_dir()
+    }
+
+    /// Files in the spool directory right now.
+    pub fn spool_files(&self) -> usize {
+        std::fs::read_dir(self.spool_dir()).expect("spool dir").count()
+    }
+
+    /// The gateway's address, `host:port`.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// The simulator's port (to build URLs on another host name for the same server).

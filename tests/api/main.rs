@@ -16,5 +16,6 @@ mod generations;
 mod hostile_upstream;
 mod models_and_probes;
 mod shutdown;
+mod upload_limits;
 mod upstream_outcomes;
 mod validation;

@@ -4,12 +4,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use super::super::{EditUpload, ImageKind, Reference, UploadLimits, read_json};
+use super::super::{AnyCount, EditUpload, ImageKind, Reference, UploadLimits, read_json};
 use super::*;
 
 async fn read_form(body: Value, limits: &UploadLimits) -> Result<EditUpload, ApiError> {
     let Value::Object(map) = body else { panic!("tests pass objects") };
-    read_json(map, limits).await
+    read_json(map, &uploads(limits), &AnyCount).await
 }
 
 fn data_url(mime: &str, bytes: &[u8]) -> String {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use image::{ImageFormat, RgbImage};
 
-use super::{EditUpload, UploadLimits, read_multipart};
+use super::{AnyCount, EditUpload, UploadLimits, UploadSettings, Uploads, read_multipart};
 use crate::error::ApiError;
 
 pub(super) const BOUNDARY: &str = "----formdata-undici-095578107456";
@@ -118,8 +118,15 @@ impl Form {
     }
 }
 
+/// The shared upload state around `limits`, spooling to `limits.spool_dir` or the system temp dir
+/// (left as it is: tests run side by side).
+pub(super) fn uploads(limits: &UploadLimits) -> Uploads {
+    let dir = limits.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    Uploads::unprepared(UploadSettings::with_limits(limits.clone()), dir)
+}
+
 pub(super) async fn read(body: Vec<u8>, limits: &UploadLimits) -> Result<EditUpload, ApiError> {
-    read_multipart(&content_type(), Body::from(body), limits).await
+    read_multipart(&content_type(), Body::from(body), &uploads(limits), &AnyCount).await
 }
 
 /// The body as a chunked upload: many small frames, boundaries falling anywhere.
@@ -130,7 +137,8 @@ pub(super) async fn read_chunked(
 ) -> Result<EditUpload, ApiError> {
     let frames: Vec<Result<Bytes, std::io::Error>> =
         body.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    read_multipart(&content_type(), Body::from_stream(futures_util::stream::iter(frames)), limits).await
+    let body = Body::from_stream(futures_util::stream::iter(frames));
+    read_multipart(&content_type(), body, &uploads(limits), &AnyCount).await
 }
 
 /// `first` arrives, then nothing ever again: a test finishing proves nothing more was awaited.
@@ -138,7 +146,8 @@ pub(super) async fn read_then_stall(first: Vec<u8>, limits: &UploadLimits) -> Re
     let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(first))])
         .chain(futures_util::stream::pending());
     let content_type = content_type();
-    let reading = read_multipart(&content_type, Body::from_stream(stream), limits);
+    let uploads = uploads(limits);
+    let reading = read_multipart(&content_type, Body::from_stream(stream), &uploads, &AnyCount);
     tokio::time::timeout(std::time::Duration::from_secs(10), reading).await.expect("reading stalled")
 }
 

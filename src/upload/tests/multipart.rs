@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 
-use super::super::{ImageKind, Reference, UploadLimits, read_multipart};
+use super::super::{AnyCount, ImageKind, Reference, UploadLimits, read_multipart};
 use super::*;
 
 fn kinds_and_sizes(upload: &EditUpload) -> Vec<(ImageKind, u32, u32)> {
@@ -187,7 +187,8 @@ async fn text_fields_are_capped_and_must_be_utf8() {
 async fn bad_content_types_and_malformed_bodies_are_400s() {
     let limits = UploadLimits::default();
     for content_type in ["multipart/form-data", "application/json", ""] {
-        let result = read_multipart(content_type, Body::from(mixed_form()), &limits).await;
+        let result =
+            read_multipart(content_type, Body::from(mixed_form()), &uploads(&limits), &AnyCount).await;
         assert_refused(result, 400, None, &["boundary"]);
     }
     let unfinished = Form::default().text("prompt", "p").unfinished();
@@ -205,14 +206,16 @@ async fn part_headers_that_never_end_are_cut_off() {
     start.extend(std::iter::repeat_n(b'a', 4096));
     let frames = std::iter::once(start).chain(std::iter::repeat_n(vec![b'a'; 64 * 1024], 64));
     let stream = futures_util::stream::iter(frames.map(|f| Ok::<_, std::io::Error>(Bytes::from(f))));
-    let result = read_multipart(&content_type(), Body::from_stream(stream), &UploadLimits::default()).await;
+    let uploads = uploads(&UploadLimits::default());
+    let result = read_multipart(&content_type(), Body::from_stream(stream), &uploads, &AnyCount).await;
     assert_refused(result, 400, None, &["too long"]);
 }
 
 #[test]
 fn reading_is_a_send_future() {
     fn send<T: Send>(_: T) {}
-    let limits = UploadLimits::default();
-    send(read_multipart("", Body::empty(), &limits));
-    send(super::super::read_json(Default::default(), &limits));
+    let uploads = uploads(&UploadLimits::default());
+    send(read_multipart("", Body::empty(), &uploads, &AnyCount));
+    send(super::super::read_json(Default::default(), &uploads, &AnyCount));
+    send(super::super::read_json_body(Body::empty(), None, &uploads, &AnyCount));
 }

@@ -125,3 +125,25 @@ async fn a_large_upload_streams_through_without_piling_up_in_the_parser() {
         assert!(image.spool_path().is_some());
     }
 }
+
+#[tokio::test]
+async fn spooled_bytes_are_counted_while_written_and_given_back_with_the_files() {
+    use super::super::{AnyCount, UploadSettings, Uploads};
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let small = png(150, 150);
+    let settings = UploadSettings {
+        max_spool_bytes: small.len() as u64 + 1000,
+        ..UploadSettings::with_limits(spooling(dir.path()))
+    };
+    let uploads = Uploads::unprepared(settings, dir.path().to_owned());
+    let one = Form::default().image("image", &small).finish();
+    let held = read_multipart(&content_type(), Body::from(one), &uploads, &AnyCount).await.expect("fits");
+    assert_eq!(uploads.spooled_bytes(), small.len() as u64);
+    let two = Form::default().image("image", &small).finish();
+    let full = read_multipart(&content_type(), Body::from(two), &uploads, &AnyCount).await;
+    let error = full.expect_err("no room for a second");
+    assert_eq!(error.status().as_u16(), 503);
+    assert_eq!(uploads.spooled_bytes(), small.len() as u64, "the refused file's bytes went back");
+    drop(held);
+    assert_eq!((uploads.spooled_bytes(), files_in(dir.path())), (0, 0));
+}
