@@ -45,6 +45,8 @@ fn invalid_settings_are_refused_at_start_up() {
         ("FLUXGATE__SERVER__LISTEN", "not-an-address", "server.listen"),
         ("FLUXGATE__UPSTREAM__BASE_URL", "https://evil.example.com", "upstream.base_url"),
         ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "*", "upstream.allowed_hosts"),
+        // The allow-list matches ports: an allowed host on another port is not the same upstream.
+        ("FLUXGATE__UPSTREAM__BASE_URL", "https://api.bfl.ai:8443", "upstream.base_url"),
         ("FLUXGATE__SERVER__DEFAULT_MODEL", "flux-9", "server.default_model"),
         // A typo is not silently ignored: the variable names no key.
         ("FLUXGATE__SERVER__LISTN", "127.0.0.1:1", "FLUXGATE__SERVER__LISTN"),
@@ -80,7 +82,7 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
         .env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("FLUXGATE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
         .env("FLUXGATE__UPSTREAM__KEYS", "key-one,key-two")
-        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1,localhost")
+        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1:9,localhost")
         .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

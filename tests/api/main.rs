@@ -6,6 +6,7 @@
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod scripted;
 mod uploads;
 
 mod allow_list;
@@ -15,6 +16,7 @@ mod fuzz;
 mod generations;
 mod hostile_upstream;
 mod models_and_probes;
+mod result_urls;
 mod shutdown;
 mod upstream_outcomes;
 mod validation;
