@@ -77,6 +77,7 @@ struct RawUpstream {
     poll_interval_ms: u64,
     not_found_grace_ms: u64,
     max_result_bytes: usize,
+    max_b64_inflight_bytes: usize,
     first_poll_scale: f64,
     max_idle_connections: usize,
     task_cap: usize,
@@ -230,7 +231,7 @@ impl TryFrom<RawSettings> for Settings {
             telemetry: telemetry_settings(&telemetry)?,
             capacity: capacity_settings(&upstream)?,
             dispatch: dispatch_settings(&upstream)?,
-            delivery: DeliverySettings { max_result_bytes: upstream.max_result_bytes },
+            delivery: delivery_settings(&upstream)?,
             upstream: bfl_settings(&upstream)?,
             uploads: upload_settings(&uploads)?,
             jobs: store_settings(&jobs)?,
@@ -287,6 +288,19 @@ fn bfl_settings(raw: &RawUpstream) -> Result<BflSettings, ConfigError> {
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
         request_timeout: Duration::from_millis(raw.request_timeout_ms),
         max_idle_connections: raw.max_idle_connections,
+    })
+}
+
+fn delivery_settings(raw: &RawUpstream) -> Result<DeliverySettings, ConfigError> {
+    if raw.max_result_bytes == 0 {
+        return Err(invalid("upstream.max_result_bytes", "must be positive"));
+    }
+    if raw.max_b64_inflight_bytes < 1024 {
+        return Err(invalid("upstream.max_b64_inflight_bytes", "must be at least 1024"));
+    }
+    Ok(DeliverySettings {
+        max_result_bytes: raw.max_result_bytes,
+        max_b64_inflight_bytes: raw.max_b64_inflight_bytes,
     })
 }
 

@@ -108,14 +108,15 @@ impl BflClient {
         Err(rejection(response).await)
     }
 
-    /// Downloads a result image (no key is sent), refusing more than `max_bytes`.
-    pub async fn download(&self, url: &Url, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+    /// Starts downloading a result image (no key is sent): the answer's head, its body unread,
+    /// so the caller can size the body before holding it.
+    pub async fn open_download(&self, url: &Url) -> Result<Download, UpstreamError> {
         self.check(url)?;
         let response = self.downloads.get(url.clone()).send().await.map_err(UpstreamError::from_transport)?;
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
-        read_capped(response, max_bytes).await
+        Ok(Download { response })
     }
 
     /// True when `url` may receive the key (or be downloaded from).
@@ -146,6 +147,24 @@ fn http_client(
         .pool_max_idle_per_host(settings.max_idle_connections)
         .user_agent(concat!("fluxgate/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// A result download whose body is not read yet.
+#[derive(Debug)]
+pub struct Download {
+    response: reqwest::Response,
+}
+
+impl Download {
+    /// The body's length as the upstream announced it, if it did.
+    pub fn announced_len(&self) -> Option<u64> {
+        self.response.content_length()
+    }
+
+    /// The body, refusing more than `max_bytes`.
+    pub async fn read(self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+        read_capped(self.response, max_bytes).await
+    }
 }
 
 /// Largest JSON reply (submit, poll, error) read from BFL; real ones are a few hundred bytes.

@@ -10,6 +10,7 @@ mod scripted;
 mod uploads;
 
 mod allow_list;
+mod b64_budget;
 mod capacity;
 mod edits;
 mod fuzz;
