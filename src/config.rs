@@ -81,6 +81,7 @@ struct RawUpstream {
     poll_interval_ms: u64,
     not_found_grace_ms: u64,
     max_result_bytes: usize,
+    max_b64_inflight_bytes: usize,
     first_poll_scale: f64,
     max_idle_connections: usize,
     task_cap: usize,
@@ -237,7 +238,7 @@ impl TryFrom<RawSettings> for Settings {
             telemetry: telemetry_settings(&telemetry)?,
             capacity: capacity_settings(&upstream)?,
             dispatch: dispatch_settings(&upstream)?,
-            delivery: DeliverySettings { max_result_bytes: upstream.max_result_bytes },
+            delivery: delivery_settings(&upstream)?,
             upstream: bfl_settings(&upstream)?,
             uploads: upload_settings(&uploads)?,
             jobs: store_settings(&jobs)?,
@@ -264,7 +265,7 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
     }
     Ok(ServerSettings {
         listen,
-        api_keys: split_keys(&raw.api_keys),
+        api_keys: client_tokens(&raw.api_keys)?,
         max_json_bytes: raw.max_json_bytes,
         default_model: raw.default_model,
         drain_delay: Duration::from_millis(raw.drain_delay_ms),
@@ -307,6 +308,19 @@ fn bfl_settings(raw: &RawUpstream) -> Result<BflSettings, ConfigError> {
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
         request_timeout: Duration::from_millis(raw.request_timeout_ms),
         max_idle_connections: raw.max_idle_connections,
+    })
+}
+
+fn delivery_settings(raw: &RawUpstream) -> Result<DeliverySettings, ConfigError> {
+    if raw.max_result_bytes == 0 {
+        return Err(invalid("upstream.max_result_bytes", "must be positive"));
+    }
+    if raw.max_b64_inflight_bytes < 1024 {
+        return Err(invalid("upstream.max_b64_inflight_bytes", "must be at least 1024"));
+    }
+    Ok(DeliverySettings {
+        max_result_bytes: raw.max_result_bytes,
+        max_b64_inflight_bytes: raw.max_b64_inflight_bytes,
     })
 }
 
@@ -442,6 +456,23 @@ fn budgets(keys: Vec<SecretString>, raw: &RawUpstream) -> Result<Vec<KeyBudget>,
     Ok(budgets)
 }
 
+/// Client tokens, as a list or as one comma-separated string (how the environment gives them). A
+/// blank entry stops start-up: dropped, it could leave the list empty, and an empty list means
+/// no client authentication at all (`FLUXGATE__SERVER__API_KEYS=" , "` would open the gateway).
+fn client_tokens(values: &[String]) -> Result<Vec<SecretString>, ConfigError> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|token| match token.trim() {
+            "" => Err(invalid(
+                "server.api_keys",
+                "an entry is blank (leave the list empty, not blank, to turn client authentication off)",
+            )),
+            token => Ok(SecretString::from(token.to_owned())),
+        })
+        .collect()
+}
+
 /// Keys may arrive as a list or as one comma-separated string; blanks are dropped.
 fn split_keys(values: &[String]) -> Vec<SecretString> {
     values
@@ -455,6 +486,8 @@ fn split_keys(values: &[String]) -> Vec<SecretString> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn load_toml(text: &str) -> Result<Settings, ConfigError> {
@@ -479,6 +512,31 @@ mod tests {
         assert!(err.to_string().contains("servr.listen"), "{err}");
         assert!(load_toml("[models.\"flux-dev\"]\ndeadline_secs = 9\n").is_ok());
         assert!(load_toml("[models.\"flux-dev\"]\ndeadline = 9\n").is_err());
+    }
+
+    fn api_keys(value: config::Value) -> Result<Settings, ConfigError> {
+        Settings::load(Sources { overrides: vec![("server.api_keys", value)], ..Sources::default() })
+    }
+
+    #[test]
+    fn a_blank_client_token_stops_start_up_naming_server_api_keys() {
+        let list =
+            |items: &[&str]| config::Value::from(items.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        for bad in
+            [list(&[" , "]), list(&[""]), list(&["a", " "]), list(&["a,,b"]), list(&["a,"]), list(&[",a"])]
+        {
+            let err = api_keys(bad).expect_err("a blank entry is refused");
+            let text = err.to_string();
+            assert!(text.contains("server.api_keys") && !text.contains('\n'), "{text}");
+        }
+        let tokens =
+            |s: &Settings| s.server.api_keys.iter().map(|k| k.expose_secret().to_owned()).collect::<Vec<_>>();
+        let one_string = api_keys(list(&["a, b"])).expect("a comma-separated string");
+        assert_eq!(tokens(&one_string), ["a", "b"]);
+        let two_items = api_keys(list(&["a", "b"])).expect("a list");
+        assert_eq!(tokens(&two_items), ["a", "b"]);
+        let empty = api_keys(list(&[])).expect("an empty list means open");
+        assert!(empty.server.api_keys.is_empty());
     }
 
     #[test]

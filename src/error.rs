@@ -50,6 +50,11 @@ pub enum ApiError {
     /// The model's deadline passed. `accepted`: BFL had taken the job (a retry would pay twice).
     #[error("the image was not ready within the model's deadline of {} s", deadline.as_secs())]
     DeadlineExceeded { deadline: Duration, accepted: bool },
+    /// The gateway cannot deliver the finished image now (no memory budget for its base64 within
+    /// the deadline) or at all (larger than the whole budget). BFL has run (and charged) the job,
+    /// so SDKs are told not to retry on their own; `retry_after` says when room is likely.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: Option<Duration> },
     /// A fault of ours. The cause is logged by the request log; the client sees no detail.
     #[error("internal error")]
     Internal { cause: String },
@@ -97,6 +102,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,7 +121,9 @@ impl ApiError {
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
                 "upstream_error"
             }
-            ApiError::Overloaded { .. } | ApiError::Internal { .. } => "server_error",
+            ApiError::Overloaded { .. } | ApiError::Unavailable { .. } | ApiError::Internal { .. } => {
+                "server_error"
+            }
         }
     }
 
@@ -133,6 +141,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => Some("server_overloaded"),
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) => Some("upstream_error"),
             ApiError::DeadlineExceeded { .. } => Some("upstream_timeout"),
+            ApiError::Unavailable { .. } => Some("result_not_deliverable"),
             ApiError::Internal { .. } => None,
         }
     }
@@ -152,6 +161,7 @@ impl ApiError {
             | ApiError::Upstream(_)
             | ApiError::UpstreamAfterSubmit(_)
             | ApiError::DeadlineExceeded { .. }
+            | ApiError::Unavailable { .. }
             | ApiError::Internal { .. } => None,
         }
     }
@@ -165,7 +175,8 @@ impl ApiError {
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. }
-            | ApiError::UpstreamAfterSubmit(_) => Some(false),
+            | ApiError::UpstreamAfterSubmit(_)
+            | ApiError::Unavailable { .. } => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
             ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
             ApiError::Overloaded { .. } => Some(true),
@@ -182,6 +193,7 @@ impl ApiError {
             ApiError::Capacity { retry_after, .. } | ApiError::Overloaded { retry_after, .. } => {
                 Some(*retry_after)
             }
+            ApiError::Unavailable { retry_after, .. } => *retry_after,
             ApiError::BodyTimeout
             | ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
@@ -248,6 +260,16 @@ mod tests {
         let response =
             ApiError::DeadlineExceeded { deadline: Duration::from_secs(60), accepted: true }.into_response();
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(response.headers()["x-should-retry"], "false");
+    }
+
+    #[test]
+    fn an_undeliverable_result_is_a_503_with_retry_after_that_sdks_do_not_retry_on_their_own() {
+        let response =
+            ApiError::Unavailable { message: "busy".into(), retry_after: Some(Duration::from_secs(3)) }
+                .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
         assert_eq!(response.headers()["x-should-retry"], "false");
     }
 

@@ -78,7 +78,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 overrides: vec![
                     ("upstream.base_url", format!("http://{sim_addr}").into()),
                     ("upstream.keys", vec!["demo-key".to_owned()].into()),
-                    ("upstream.allowed_hosts", vec!["127.0.0.1".to_owned(), "localhost".to_owned()].into()),
+                    // The allow-list matches ports: the simulator's, and no other local one.
+                    (
+                        "upstream.allowed_hosts",
+                        vec![
+                            format!("127.0.0.1:{}", sim_addr.port()),
+                            format!("localhost:{}", sim_addr.port()),
+                        ]
+                        .into(),
+                    ),
                     ("upstream.allow_http", true.into()),
                     ("upstream.first_poll_scale", time_scale.into()),
                 ],

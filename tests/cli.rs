@@ -45,10 +45,16 @@ fn invalid_settings_are_refused_at_start_up() {
         ("FLUXGATE__SERVER__LISTEN", "not-an-address", "server.listen"),
         ("FLUXGATE__UPSTREAM__BASE_URL", "https://evil.example.com", "upstream.base_url"),
         ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "*", "upstream.allowed_hosts"),
+        // The allow-list matches ports: an allowed host on another port is not the same upstream.
+        ("FLUXGATE__UPSTREAM__BASE_URL", "https://api.bfl.ai:8443", "upstream.base_url"),
         ("FLUXGATE__SERVER__DEFAULT_MODEL", "flux-9", "server.default_model"),
         // A typo is not silently ignored: the variable names no key.
         ("FLUXGATE__SERVER__LISTN", "127.0.0.1:1", "FLUXGATE__SERVER__LISTN"),
         ("FLUXGATE__TELEMETRY__LOG_FORMAT", "xml", "telemetry.log_format"),
+        // Blank client tokens would be dropped, leave the list empty and turn authentication off.
+        ("FLUXGATE__SERVER__API_KEYS", " , ", "server.api_keys"),
+        ("FLUXGATE__SERVER__API_KEYS", "tok-a, ,tok-b", "server.api_keys"),
+        ("FLUXGATE__SERVER__API_KEYS", "tok-a,", "server.api_keys"),
     ];
     for (var, value, named) in cases {
         let out = run(fluxgate().arg("serve").env("FLUXGATE__UPSTREAM__KEYS", "k").env(var, value));
@@ -61,6 +67,19 @@ fn invalid_settings_are_refused_at_start_up() {
         .env("BFL_API_KEY", "k")
         .env("FLUXGATE__UPSTREAM__BASE_URL", "http://api.bfl.ai"));
     assert!(!http.status.success(), "plain http needs FLUXGATE__UPSTREAM__ALLOW_HTTP");
+}
+
+/// The status of a GET on the gateway at `port`, with `Bearer token` when given.
+fn status_of(port: u16, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(conn, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}connection: close\r\n\r\n")
+        .expect("writes");
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    reply.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
 }
 
 struct Running(Child);
@@ -80,8 +99,9 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
         .env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("FLUXGATE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
         .env("FLUXGATE__UPSTREAM__KEYS", "key-one,key-two")
-        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1,localhost")
+        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1:9,localhost")
         .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
+        .env("FLUXGATE__SERVER__API_KEYS", "tok-a,tok-b")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -100,6 +120,11 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(ready, "the gateway answered /healthz on the configured port");
+    // Client tokens given as one comma-separated string: each is accepted, nothing else is.
+    assert_eq!(status_of(port, "/v1/models", Some("tok-b")), 200);
+    assert_eq!(status_of(port, "/v1/models", Some("tok-a")), 200);
+    assert_eq!(status_of(port, "/v1/models", Some("tok-a,tok-b")), 401);
+    assert_eq!(status_of(port, "/v1/models", None), 401);
     let pid = running.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
     let status = running.0.wait().expect("exits");

@@ -1,5 +1,7 @@
 //! One HTTP exchange with BFL at a time: submit, poll, download. No retries or loops live here
 //! (the dispatcher owns them); every URL is checked against the allow-list before the key goes out.
+//! Requests that carry the key follow no redirect at all; downloads (no key) follow redirects
+//! only within the allow-list.
 
 use std::time::Duration;
 
@@ -14,7 +16,11 @@ use super::{AllowList, BflSettings, UpstreamError};
 
 #[derive(Debug, Clone)]
 pub struct BflClient {
-    http: reqwest::Client,
+    /// Submits and polls: they carry the key, so they follow no redirect (reqwest would resend a
+    /// custom header such as `x-key` to the redirect target).
+    keyed: reqwest::Client,
+    /// Result downloads: no key, redirects only within the allow-list.
+    downloads: reqwest::Client,
     base: Url,
     allow: AllowList,
 }
@@ -23,25 +29,17 @@ impl BflClient {
     pub fn new(settings: &BflSettings) -> Result<BflClient, reqwest::Error> {
         let allow = settings.allow.clone();
         let redirect_allow = allow.clone();
-        // A redirect must not carry the key (or a download) off the allow-list.
-        let policy = redirect::Policy::custom(move |attempt| {
+        // A redirect must not carry a download off the allow-list.
+        let within_list = redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 5 || !redirect_allow.permits(attempt.url()) {
                 attempt.stop()
             } else {
                 attempt.follow()
             }
         });
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .redirect(policy)
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Thousands of jobs polling at once would otherwise leave as many idle sockets, each
-            // with its buffers, behind every burst.
-            .pool_max_idle_per_host(settings.max_idle_connections)
-            .user_agent(concat!("fluxgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(BflClient { http, base: settings.base_url.clone(), allow })
+        let keyed = http_client(settings, redirect::Policy::none())?;
+        let downloads = http_client(settings, within_list)?;
+        Ok(BflClient { keyed, downloads, base: settings.base_url.clone(), allow })
     }
 
     /// The URL a model path is submitted to.
@@ -61,7 +59,7 @@ impl BflClient {
         let url = self.submit_url(path);
         self.check(&url)?;
         let response = self
-            .http
+            .keyed
             .post(url)
             .header("x-key", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -91,7 +89,7 @@ impl BflClient {
     ) -> Result<PollReply, UpstreamError> {
         self.check(polling_url)?;
         let response = self
-            .http
+            .keyed
             .get(polling_url.clone())
             .timeout(timeout)
             .header("x-key", key.expose_secret())
@@ -110,14 +108,15 @@ impl BflClient {
         Err(rejection(response).await)
     }
 
-    /// Downloads a result image (no key is sent), refusing more than `max_bytes`.
-    pub async fn download(&self, url: &Url, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+    /// Starts downloading a result image (no key is sent): the answer's head, its body unread,
+    /// so the caller can size the body before holding it.
+    pub async fn open_download(&self, url: &Url) -> Result<Download, UpstreamError> {
         self.check(url)?;
-        let response = self.http.get(url.clone()).send().await.map_err(UpstreamError::from_transport)?;
+        let response = self.downloads.get(url.clone()).send().await.map_err(UpstreamError::from_transport)?;
         if !response.status().is_success() {
             return Err(rejection(response).await);
         }
-        read_capped(response, max_bytes).await
+        Ok(Download { response })
     }
 
     /// True when `url` may receive the key (or be downloaded from).
@@ -131,6 +130,40 @@ impl BflClient {
         } else {
             Err(UpstreamError::NotAllowed(url.host_str().unwrap_or("?").to_owned()))
         }
+    }
+}
+
+fn http_client(
+    settings: &BflSettings,
+    redirects: redirect::Policy,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .redirect(redirects)
+        .pool_idle_timeout(Duration::from_secs(30))
+        // Thousands of jobs polling at once would otherwise leave as many idle sockets, each
+        // with its buffers, behind every burst.
+        .pool_max_idle_per_host(settings.max_idle_connections)
+        .user_agent(concat!("fluxgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A result download whose body is not read yet.
+#[derive(Debug)]
+pub struct Download {
+    response: reqwest::Response,
+}
+
+impl Download {
+    /// The body's length as the upstream announced it, if it did.
+    pub fn announced_len(&self) -> Option<u64> {
+        self.response.content_length()
+    }
+
+    /// The body, refusing more than `max_bytes`.
+    pub async fn read(self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+        read_capped(self.response, max_bytes).await
     }
 }
 

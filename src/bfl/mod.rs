@@ -9,7 +9,7 @@ mod wire;
 
 pub use allow::AllowList;
 pub use body::SubmitBody;
-pub use client::BflClient;
+pub use client::{BflClient, Download};
 pub use wire::{PollReply, Status, SubmitReply};
 
 use std::time::Duration;

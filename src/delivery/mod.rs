@@ -1,12 +1,15 @@
 //! Result delivery: a finished job becomes the Images API reply, as BFL's URL or as base64 of the
-//! image downloaded here (`download`). Re-hosting and streaming will live here too.
+//! image downloaded here (`download`), within a process-wide budget of result bytes held for
+//! base64 replies. Re-hosting and streaming will live here too.
 
 mod download;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::bfl::BflClient;
@@ -20,12 +23,19 @@ use crate::records::Finished;
 pub struct DeliverySettings {
     /// Largest result image downloaded (for `b64_json`).
     pub max_result_bytes: usize,
+    /// Most result bytes held at once, across all `b64_json` replies being built. Each image
+    /// also becomes 4/3 as many bytes of base64 text while it is encoded.
+    pub max_b64_inflight_bytes: usize,
 }
 
 #[derive(Clone)]
 pub struct Delivery {
     client: BflClient,
     settings: DeliverySettings,
+    /// The b64 budget, one permit per KiB: a burst of b64 requests waits for room instead of
+    /// holding (and encoding) more images at once than the process can afford.
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
 }
 
 /// What the client asked to get back, and by when.
@@ -38,9 +48,16 @@ pub struct Wanted {
     pub limit: Duration,
 }
 
+/// Permits (KiB, rounded up) for `bytes` of result; at least one, so even an empty body waits
+/// its turn, and saturated rather than wrapped for absurd lengths.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
 impl Delivery {
     pub fn new(client: BflClient, settings: DeliverySettings) -> Delivery {
-        Delivery { client, settings }
+        let budget_kib = kib(settings.max_b64_inflight_bytes as u64).min(Semaphore::MAX_PERMITS as u32);
+        Delivery { client, settings, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib }
     }
 
     pub async fn respond(&self, finished: &Finished, wanted: Wanted) -> Result<ImagesResponse, ApiError> {
@@ -51,10 +68,15 @@ impl Delivery {
                 revised_prompt: finished.revised_prompt.clone(),
             },
             ResponseFormat::B64Json => {
-                let bytes = self.download(finished, wanted).await?;
+                let (bytes, permit) = self.download(finished, wanted).await?;
+                // Encoding tens of megabytes takes milliseconds of CPU: off the async workers.
+                let encoded = tokio::task::spawn_blocking(move || STANDARD.encode(&bytes))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("base64 encoding failed: {e}")))?;
+                drop(permit);
                 ImageDatum {
                     url: None,
-                    b64_json: Some(STANDARD.encode(&bytes)),
+                    b64_json: Some(encoded),
                     revised_prompt: finished.revised_prompt.clone(),
                 }
             }

@@ -75,7 +75,8 @@ pub fn test_overrides(sim: SocketAddr) -> Vec<(&'static str, config::Value)> {
         ("server.drain_delay_ms", 0.into()),
         ("upstream.base_url", format!("http://{sim}").into()),
         ("upstream.keys", vec![SIM_KEY.to_owned()].into()),
-        ("upstream.allowed_hosts", vec!["127.0.0.1".to_owned(), "localhost".to_owned()].into()),
+        // The simulator's own port: the allow-list matches ports, so no other local port is reached.
+        ("upstream.allowed_hosts", sim_hosts(sim.port()).into()),
         ("upstream.allow_http", true.into()),
         ("upstream.first_poll_scale", 0.02.into()),
         ("upstream.poll_interval_ms", 20.into()),
@@ -84,18 +85,31 @@ pub fn test_overrides(sim: SocketAddr) -> Vec<(&'static str, config::Value)> {
     ]
 }
 
+/// `127.0.0.1` and `localhost` at `port`, as allow-list entries.
+pub fn sim_hosts(port: u16) -> Vec<String> {
+    vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")]
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(SimConfig { time_scale: 0.02, ..SimConfig::default() }, Vec::new()).await
 }
 
 /// A gateway with extra setting overrides, against a simulator configured by `sim_config`.
 pub async fn spawn_with(sim_config: SimConfig, extra: Vec<(&'static str, config::Value)>) -> TestApp {
+    spawn_configured(sim_config, |_| extra).await
+}
+
+/// As `spawn_with`, for overrides that depend on the simulator's address (its port, mostly).
+pub async fn spawn_configured(
+    sim_config: SimConfig,
+    extra: impl FnOnce(SocketAddr) -> Vec<(&'static str, config::Value)>,
+) -> TestApp {
     let sim = Simulator::new(sim_config);
     let sim_addr = sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator binds");
     let spool = tempfile::tempdir().expect("spool dir");
     let mut overrides = test_overrides(sim_addr);
     overrides.push(("uploads.spool_dir", spool.path().to_string_lossy().into_owned().into()));
-    overrides.extend(extra);
+    overrides.extend(extra(sim_addr));
     let settings =
         Settings::load(Sources { overrides, ..Sources::default() }).expect("test settings are valid");
     let state = fluxgate::startup::build(settings.clone()).expect("state builds");

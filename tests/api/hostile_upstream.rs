@@ -37,12 +37,18 @@ async fn fake_upstream(slow: bool) -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}"), accepted)
 }
 
+/// `127.0.0.1:PORT` of `http://127.0.0.1:PORT`: the allow-list entry for a fake upstream.
+fn host_of(base: &str) -> String {
+    base.trim_start_matches("http://").to_owned()
+}
+
 #[tokio::test]
 async fn a_trickling_upstream_body_ends_at_the_deadline() {
     let (base, _) = fake_upstream(true).await;
     let app = spawn_with(
         SimConfig::default(),
         vec![
+            ("upstream.allowed_hosts", vec![host_of(&base)].into()),
             ("upstream.base_url", base.into()),
             ("models.flux-2-klein-4b.deadline_secs", 1.into()),
             ("upstream.request_timeout_ms", 3000.into()),
@@ -63,7 +69,11 @@ async fn a_trickling_upstream_body_ends_at_the_deadline() {
 #[tokio::test]
 async fn a_reset_during_submit_is_a_502_that_is_not_retried_and_keeps_its_slot() {
     let (base, accepted) = fake_upstream(false).await;
-    let app = spawn_with(SimConfig::default(), vec![("upstream.base_url", base.into())]).await;
+    let app = spawn_with(
+        SimConfig::default(),
+        vec![("upstream.allowed_hosts", vec![host_of(&base)].into()), ("upstream.base_url", base.into())],
+    )
+    .await;
     let started = Instant::now();
     let reply = app.generate(json!({"model": "flux-2-klein-4b", "prompt": "x"})).await;
     assert_eq!(reply.status, 502, "{}", reply.body);

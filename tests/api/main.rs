@@ -6,15 +6,18 @@
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod scripted;
 mod uploads;
 
 mod allow_list;
+mod b64_budget;
 mod capacity;
 mod edits;
 mod fuzz;
 mod generations;
 mod hostile_upstream;
 mod models_and_probes;
+mod result_urls;
 mod shutdown;
 mod upload_limits;
 mod upstream_outcomes;
