@@ -166,12 +166,15 @@ const ROWS: &[Model] = &[
     Model { id: "flux-dev", steps: LEGACY_KNOBS.0, guidance: LEGACY_KNOBS.1, price_usd: 0.020, ..LEGACY },
 ];
 
+/// Longest deadline a deployment may give a model (a BFL result URL lives 10 minutes anyway).
+const MAX_DEADLINE_SECS: u64 = 3600;
+
 /// Why the configured overrides cannot be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("models.{0}: no such model in the catalog")]
     UnknownModel(String),
-    #[error("models.{0}: deadline_secs must be positive and price_usd not negative")]
+    #[error("models.{0}: deadline_secs must be 1 to 3600 and price_usd not negative")]
     BadOverride(String),
 }
 
@@ -190,7 +193,8 @@ impl Catalog {
                 .iter_mut()
                 .find(|m| m.id == id)
                 .ok_or_else(|| CatalogError::UnknownModel(id.clone()))?;
-            if o.deadline_secs == Some(0) || o.price_usd.is_some_and(|p| p.is_nan() || p < 0.0) {
+            let deadline_ok = o.deadline_secs.is_none_or(|d| (1..=MAX_DEADLINE_SECS).contains(&d));
+            if !deadline_ok || o.price_usd.is_some_and(|p| p.is_nan() || p < 0.0) {
                 return Err(CatalogError::BadOverride(id.clone()));
             }
             if let Some(s) = o.deadline_secs {

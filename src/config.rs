@@ -55,6 +55,7 @@ struct RawSettings {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: String,
+    #[serde(deserialize_with = "strings")]
     api_keys: Vec<String>,
     max_json_bytes: usize,
     default_model: String,
@@ -70,8 +71,11 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
     base_url: String,
+    #[serde(deserialize_with = "strings")]
     keys: Vec<String>,
+    #[serde(deserialize_with = "strings")]
     key_names: Vec<String>,
+    #[serde(deserialize_with = "strings")]
     allowed_hosts: Vec<String>,
     allow_http: bool,
     connect_timeout_ms: u64,
@@ -86,6 +90,7 @@ struct RawUpstream {
     max_idle_connections: usize,
     task_cap: usize,
     kontext_max_cap: usize,
+    #[serde(deserialize_with = "strings")]
     key_caps: Vec<String>,
     queue_max: usize,
     queue_wait_ms: u64,
@@ -161,7 +166,13 @@ impl Settings {
         }
         let variables = std::env::vars_os()
             .filter_map(|(name, _)| name.into_string().ok())
-            .filter_map(|name| name.strip_prefix(ENV_PREFIX).map(|rest| (name.clone(), rest.to_owned())));
+            // The environment source matches the prefix in any case, so this check does too.
+            .filter_map(|name| {
+                let prefixed = name.len() > ENV_PREFIX.len()
+                    && name.is_char_boundary(ENV_PREFIX.len())
+                    && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX);
+                prefixed.then(|| (name.clone(), name[ENV_PREFIX.len()..].to_owned()))
+            });
         for (name, rest) in variables {
             let key = rest.split("__").collect::<Vec<_>>().join(".").to_ascii_lowercase();
             check_known(&known, [key], || format!("the environment ({name})"))?;
@@ -184,6 +195,35 @@ impl Settings {
         let raw: RawSettings = builder.build()?.try_deserialize()?;
         Settings::try_from(raw)
     }
+}
+
+/// A list of strings that may arrive as a list, or (from the environment) as one value that
+/// looks like a number or a boolean: `FLUXGATE__UPSTREAM__KEY_CAPS=48` is the list `["48"]`.
+fn strings<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Flag(bool),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<Scalar>),
+        One(Scalar),
+    }
+    let text = |s: Scalar| match s {
+        Scalar::Text(t) => t,
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Flag(b) => b.to_string(),
+    };
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(items) => items.into_iter().map(text).collect(),
+        OneOrMany::One(item) => vec![text(item)],
+    })
 }
 
 /// Every leaf key of `config`, dotted (`server.listen`).
@@ -221,7 +261,10 @@ fn check_known(
     origin: impl Fn() -> String,
 ) -> Result<(), ConfigError> {
     for key in keys {
-        if !(known.contains(&key) || key == "models" || key.starts_with("models.")) {
+        // An empty table (a section header with every key commented out) names nothing wrong.
+        let section =
+            known.iter().any(|k| k.strip_prefix(key.as_str()).is_some_and(|rest| rest.starts_with('.')));
+        if !(known.contains(&key) || section || key == "models" || key.starts_with("models.")) {
             return Err(ConfigError::UnknownKey { key, origin: origin() });
         }
     }
@@ -247,7 +290,24 @@ impl TryFrom<RawSettings> for Settings {
     }
 }
 
+/// One day: no duration setting needs more, and a bound keeps `Instant + Duration` from
+/// overflowing on a typo.
+const MAX_SECS: u64 = 86_400;
+
+/// Refuses a duration setting above a day.
+fn at_most_a_day(key: &'static str, secs: u64) -> Result<(), ConfigError> {
+    if secs > MAX_SECS {
+        return Err(invalid(key, format!("must be at most {MAX_SECS} s (one day)")));
+    }
+    Ok(())
+}
+
 fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
+    at_most_a_day("server.drain_delay_ms", raw.drain_delay_ms / 1000)?;
+    at_most_a_day("server.shutdown_grace_secs", raw.shutdown_grace_secs)?;
+    at_most_a_day("server.header_timeout_ms", raw.header_timeout_ms / 1000)?;
+    at_most_a_day("server.body_timeout_ms", raw.body_timeout_ms / 1000)?;
+    at_most_a_day("server.idle_timeout_ms", raw.idle_timeout_ms / 1000)?;
     let listen = raw.listen.parse().map_err(|_| {
         invalid("server.listen", format!("`{}` is not an address like 0.0.0.0:8080", raw.listen))
     })?;
@@ -325,6 +385,11 @@ fn delivery_settings(raw: &RawUpstream) -> Result<DeliverySettings, ConfigError>
 }
 
 fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError> {
+    at_most_a_day("upstream.max_task_lifetime_secs", raw.max_task_lifetime_secs)?;
+    at_most_a_day("upstream.poll_interval_ms", raw.poll_interval_ms / 1000)?;
+    at_most_a_day("upstream.poll_timeout_ms", raw.poll_timeout_ms / 1000)?;
+    at_most_a_day("upstream.not_found_grace_ms", raw.not_found_grace_ms / 1000)?;
+    at_most_a_day("upstream.retry_base_ms", raw.retry_base_ms / 1000)?;
     if raw.poll_interval_ms == 0 || raw.poll_timeout_ms == 0 {
         return Err(invalid("upstream", "poll_interval_ms and poll_timeout_ms must be positive"));
     }
@@ -347,11 +412,16 @@ fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError>
 }
 
 fn capacity_settings(raw: &RawUpstream) -> Result<CapacitySettings, ConfigError> {
+    at_most_a_day("upstream.queue_wait_ms", raw.queue_wait_ms / 1000)?;
+    at_most_a_day("upstream.credit_cooldown_secs", raw.credit_cooldown_secs)?;
     let mut keys = split_keys(&raw.keys);
     if keys.is_empty()
         && let Ok(env_key) = std::env::var("BFL_API_KEY")
     {
         keys = split_keys(&[env_key]);
+    }
+    if raw.queue_max == 0 {
+        return Err(invalid("upstream.queue_max", "must be at least 1 (every job passes through the queue)"));
     }
     Ok(CapacitySettings {
         keys: budgets(keys, raw)?,
@@ -400,6 +470,7 @@ fn upload_settings(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
 }
 
 fn store_settings(raw: &RawJobs) -> Result<StoreSettings, ConfigError> {
+    at_most_a_day("jobs.result_ttl_secs", raw.result_ttl_secs)?;
     if raw.max_records == 0 {
         return Err(invalid("jobs.max_records", "must be positive"));
     }
@@ -498,6 +569,16 @@ mod tests {
     }
 
     #[test]
+    fn a_list_given_as_one_number_in_the_environment_is_a_list() {
+        let settings = Settings::load(Sources {
+            overrides: vec![("upstream.keys", "k1".into()), ("upstream.key_caps", 48.into())],
+            ..Sources::default()
+        })
+        .expect("a single numeric cap is a list of one");
+        assert_eq!(settings.capacity.keys[0].tasks, 48);
+    }
+
+    #[test]
     fn the_defaults_load() {
         let settings = Settings::load(Sources::default()).expect("defaults are valid");
         assert_eq!(settings.server.listen.port(), 8080);
@@ -511,6 +592,7 @@ mod tests {
         let err = load_toml("[servr]\nlisten = \"127.0.0.1:1\"\n").expect_err("a typo is refused");
         assert!(err.to_string().contains("servr.listen"), "{err}");
         assert!(load_toml("[models.\"flux-dev\"]\ndeadline_secs = 9\n").is_ok());
+        assert!(load_toml("[jobs]\n# result_ttl_secs = 60\n").is_ok(), "an empty known section is fine");
         assert!(load_toml("[models.\"flux-dev\"]\ndeadline = 9\n").is_err());
     }
 

@@ -196,9 +196,12 @@ async fn rejection(response: reqwest::Response) -> UpstreamError {
         .map(|s| Duration::from_secs_f64(s.min(3600.0)));
     // A huge or broken error body just loses its detail.
     let bytes = read_capped(response, MAX_REPLY_BYTES).await.unwrap_or_default();
-    let (message, field) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(body) => body.describe(),
-        Err(_) => (format!("HTTP {status}"), None),
+    let (message, field, readable) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) if body.detail.is_some() => {
+            let (message, field) = body.describe();
+            (message, field, true)
+        }
+        Ok(_) | Err(_) => (format!("HTTP {status}"), None, false),
     };
-    UpstreamError::from_status(status, message, field, retry_after)
+    UpstreamError::from_status(status, message, field, retry_after, readable)
 }

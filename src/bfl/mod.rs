@@ -44,7 +44,7 @@ pub enum UpstreamError {
     /// 429: too many active tasks on the key.
     #[error("BFL says the key is at capacity")]
     Busy { retry_after: Option<Duration> },
-    /// 5xx: BFL refused to take the request now, readably; it created no task.
+    /// 5xx that BFL itself sent (or a 503): it refused to take the request now; no task exists.
     #[error("BFL answered {status}")]
     Unavailable { status: u16, retry_after: Option<Duration> },
     /// Any other non-success status.
@@ -89,14 +89,20 @@ impl UpstreamError {
         if connect { UpstreamError::Connect(text) } else { UpstreamError::Lost(text) }
     }
 
-    /// A non-success status with BFL's detail, classified.
+    /// A non-success status with BFL's detail, classified. A 5xx is BFL refusing only when BFL
+    /// says so (its JSON `detail`) or it is a 503; a bare 502, 504 or 52x comes from a proxy in
+    /// front of BFL, which may have passed the request on: the task may exist.
     fn from_status(
         status: u16,
         message: String,
         field: Option<String>,
         retry_after: Option<Duration>,
+        readable: bool,
     ) -> Self {
         match status {
+            500..=599 if !readable && status != 503 => {
+                UpstreamError::Lost(format!("HTTP {status} without BFL's answer (from a proxy?)"))
+            }
             400 | 422 => UpstreamError::Invalid { message, field },
             401 | 403 => UpstreamError::KeyRefused,
             402 => UpstreamError::OutOfCredits,
@@ -105,5 +111,26 @@ impl UpstreamError {
             500..=599 => UpstreamError::Unavailable { status, retry_after },
             _ => UpstreamError::UnexpectedStatus { status, message },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(status: u16, readable: bool) -> UpstreamError {
+        UpstreamError::from_status(status, "x".into(), None, None, readable)
+    }
+
+    #[test]
+    fn only_a_5xx_from_bfl_itself_or_a_503_is_a_refusal_that_may_be_retried() {
+        assert!(matches!(classify(500, true), UpstreamError::Unavailable { status: 500, .. }));
+        assert!(matches!(classify(503, false), UpstreamError::Unavailable { status: 503, .. }));
+        for status in [500, 502, 504, 520, 524] {
+            let e = classify(status, false);
+            assert!(e.submit_may_have_run(), "a bare {status} may have reached BFL: {e:?}");
+        }
+        assert!(!classify(429, false).submit_may_have_run());
+        assert_eq!(classify(401, true), UpstreamError::KeyRefused);
     }
 }

@@ -106,8 +106,11 @@ impl Inner {
                         safety_tolerance: job.safety_tolerance,
                     }));
                 }
-                Ok(Status::TaskNotFound) if elapsed < self.settings.not_found_grace => {}
-                Ok(Status::TaskNotFound) => return Followed::Over(Err(JobFailure::TaskLost)),
+                // BFL may not know a task for a moment after its submit; the grace counts from
+                // the first poll, which for slow models comes after the grace itself.
+                Ok(Status::TaskNotFound) if elapsed < expected + self.settings.not_found_grace => {}
+                // The task may still run upstream: its slot stays held until the deadline.
+                Ok(Status::TaskNotFound) => return Followed::Unfollowable(JobFailure::TaskLost),
                 Ok(Status::Failed(details)) => return Followed::Over(Err(JobFailure::TaskFailed(details))),
                 Err(UpstreamError::KeyRefused) => {
                     lease.report(KeyTrouble::Revoked);

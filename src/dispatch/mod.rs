@@ -144,8 +144,9 @@ impl Inner {
             Admission::Refused(failure) => reporter.fail(failure),
             Admission::Lost { lease, failure } => {
                 reporter.fail(failure);
-                // BFL may run a task we cannot see: its slot stays taken until it must be over.
-                sleep_until(deadline).await;
+                // BFL may run a task we cannot see: its slot stays taken until it must be over
+                // (and for at least a typical run, should the answer have come late).
+                sleep_until(deadline.max(Instant::now() + job.model.expected)).await;
                 lease.release().await;
             }
             Admission::Accepted { lease, reply } => {
@@ -154,7 +155,7 @@ impl Inner {
                     Followed::Over(Err(failure)) => reporter.fail(failure),
                     Followed::Unfollowable(failure) => {
                         reporter.fail(failure);
-                        sleep_until(deadline).await;
+                        sleep_until(deadline.max(Instant::now() + job.model.expected)).await;
                     }
                 }
                 lease.release().await;

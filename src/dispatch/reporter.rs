@@ -51,3 +51,17 @@ impl Reporter {
         self.store.remove(&self.id);
     }
 }
+
+impl Drop for Reporter {
+    /// A job task that ends without a final status (it panicked, or the runtime is going away)
+    /// must not leave a record running forever in the store.
+    fn drop(&mut self) {
+        if !self.tx.borrow().is_terminal() {
+            // A forgotten job has no record; updating a missing record does nothing.
+            self.store.update(
+                &self.id,
+                JobStatus::Failed(JobFailure::Unfollowable("the job stopped unexpectedly")),
+            );
+        }
+    }
+}

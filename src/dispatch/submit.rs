@@ -60,7 +60,7 @@ impl Inner {
                 },
             };
             reporter.set(JobStatus::Submitted);
-            let error = match self.send(&lease, job, body).await {
+            let error = match self.send(&lease, job, body, deadline).await {
                 Ok(reply) => return Admission::Accepted { lease, reply },
                 Err(e) => e,
             };
@@ -96,12 +96,14 @@ impl Inner {
         }
     }
 
-    /// One submit on one key, re-sent only where BFL cannot have taken the job.
+    /// One submit on one key, re-sent only where BFL cannot have taken the job, and never after
+    /// the job's deadline (its client has its 504 by then).
     async fn send(
         &self,
         lease: &Lease,
         job: &ImageJob,
         body: &SubmitBody,
+        deadline: Instant,
     ) -> Result<SubmitReply, UpstreamError> {
         let path = job.model.path();
         let mut attempt = 0;
@@ -123,11 +125,12 @@ impl Inner {
                 | UpstreamError::Unreadable(_)
                 | UpstreamError::NotAllowed(_) => return Err(error),
             };
-            if attempt >= self.settings.submit_retries {
+            let pause = backoff(self.settings.retry_base, attempt, retry_after);
+            if attempt >= self.settings.submit_retries || Instant::now() + pause >= deadline {
                 return Err(error);
             }
             tracing::debug!(error = %error, attempt, "retrying submit");
-            sleep(backoff(self.settings.retry_base, attempt, retry_after)).await;
+            sleep(pause).await;
             attempt += 1;
         }
     }

@@ -4,7 +4,8 @@
 //! - a connection must complete its first request's headers within `server.header_timeout_ms`
 //!   of opening, and a later request's headers within that long of its first byte;
 //! - a keep-alive connection with no request in progress and nothing sent is closed after
-//!   `server.idle_timeout_ms`.
+//!   `server.idle_timeout_ms`, and so is one whose response has not moved for that long (a
+//!   client that stops reading).
 //!
 //! While draining, connections with no request in progress are closed at once (a half-sent request
 //! included); the others finish their requests and close.
@@ -131,8 +132,12 @@ async fn stopping(phase: &mut watch::Receiver<Phase>) {
 /// What the watchdog knows about one connection.
 struct Activity {
     opened: Instant,
-    /// Requests in progress (a handler running).
+    /// Requests in progress: a handler running, or its response body still going out.
     active: usize,
+    /// Response bodies going out, and when bytes were last written: a client that stops reading
+    /// must not hold the connection forever.
+    sending: usize,
+    last_write: Instant,
     /// Requests started so far.
     started: u64,
     /// When the connection last became idle (or opened).
@@ -181,9 +186,34 @@ impl Watch {
         RequestGuard(self.clone())
     }
 
-    /// When the connection must close unless something happens first; `None` while a request runs.
+    /// True while a handler runs or a response body is going out.
+    fn in_progress(&self) -> bool {
+        self.lock().active > 0
+    }
+
+    fn wrote(&self) {
+        let mut a = self.lock();
+        if a.sending > 0 {
+            a.last_write = Instant::now();
+        }
+    }
+
+    fn start_sending(&self) {
+        let mut a = self.lock();
+        if a.sending == 0 {
+            a.last_write = Instant::now();
+        }
+        a.sending += 1;
+        drop(a);
+        self.changed.notify_one();
+    }
+
+    /// When the connection must close unless something happens first; `None` while a handler runs.
     fn deadline(&self, limits: Limits) -> Option<Instant> {
         let a = self.lock();
+        if a.sending > 0 {
+            return Some(a.last_write + limits.idle);
+        }
         if a.active > 0 {
             return None;
         }
@@ -219,6 +249,8 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
         activity: Mutex::new(Activity {
             opened: now,
             active: 0,
+            sending: 0,
+            last_write: now,
             started: 0,
             idle_since: now,
             first_byte: None,
@@ -233,9 +265,10 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
         let guard = requests.begin();
         let app = app.clone();
         async move {
-            let response = app.oneshot(req.map(Body::new)).await;
-            drop(guard);
-            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+            let response = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|never| match never {});
+            // The request stays in progress until its body has gone out (or the body is dropped).
+            let response = response.map(|inner| Body::new(Guarded { inner, guard, sending: false }));
+            Ok::<_, Infallible>(response)
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -260,7 +293,7 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
             changed = phase.changed() => match (changed, *phase.borrow()) {
                 (Ok(()), Phase::Serving) => {}
                 (Ok(()), Phase::Draining) if !draining => {
-                    if watch.deadline(limits).is_some() {
+                    if !watch.in_progress() {
                         // Idle, or a request only half-sent: nothing to finish.
                         return;
                     }
@@ -276,6 +309,47 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
+}
+
+/// A response body that keeps its request in progress until it is over, and tells the watchdog
+/// when it starts going out.
+struct Guarded {
+    inner: Body,
+    guard: RequestGuard,
+    sending: bool,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if self.sending {
+            let mut a = self.guard.0.lock();
+            a.sending = a.sending.saturating_sub(1);
+        }
+    }
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if !self.sending {
+            self.sending = true;
+            self.guard.0.start_sending();
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The socket, noting reads for the watchdog.
@@ -329,7 +403,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.watch.wrote();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
