@@ -7,9 +7,10 @@
 //! per-request total.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::BodyDataStream;
 use bytes::Bytes;
@@ -41,8 +42,39 @@ impl Delivered {
     }
 }
 
+/// The request body, shared between multer's stream and whoever drains what multer left unread.
+#[derive(Clone)]
+pub(super) struct Source(Arc<Mutex<BodyDataStream>>);
+
+impl Source {
+    pub(super) fn new(body: BodyDataStream) -> Source {
+        Source(Arc::new(Mutex::new(body)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BodyDataStream> {
+        // A stream is only ever polled under this lock; poisoning leaves it usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads and discards what is left of the body, at most `max` bytes and for at most
+    /// `within`. A request refused early still has its client sending: reading the rest lets the
+    /// client finish and read the answer, instead of meeting a reset mid-upload.
+    pub(super) async fn drain(&self, max: u64, within: Duration) {
+        let mut seen = 0u64;
+        let draining = async {
+            while let Some(Ok(frame)) = std::future::poll_fn(|cx| self.lock().poll_next_unpin(cx)).await {
+                seen += frame.len() as u64;
+                if seen > max {
+                    break;
+                }
+            }
+        };
+        let _in_time = tokio::time::timeout(within, draining).await.is_ok();
+    }
+}
+
 pub(super) struct Metered {
-    inner: BodyDataStream,
+    inner: Source,
     /// The rest of a frame larger than `PIECE`, handed out over the next polls.
     rest: Bytes,
     pulled: u64,
@@ -55,7 +87,7 @@ pub(super) struct Metered {
 }
 
 impl Metered {
-    pub(super) fn new(inner: BodyDataStream, delivered: Delivered, max_total: u64) -> Metered {
+    pub(super) fn new(inner: Source, delivered: Delivered, max_total: u64) -> Metered {
         Metered { inner, rest: Bytes::new(), pulled: 0, max_total, delivered, paused: false, done: false }
     }
 
@@ -89,7 +121,8 @@ impl Stream for Metered {
             return this.hand_out();
         }
         loop {
-            match this.inner.poll_next_unpin(cx) {
+            let polled = this.inner.lock().poll_next_unpin(cx);
+            match polled {
                 Poll::Ready(Some(Ok(frame))) if frame.is_empty() => continue,
                 Poll::Ready(Some(Ok(frame))) => {
                     // Every byte pulled so far plus this frame: over the total, nothing of it is used.

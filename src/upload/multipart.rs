@@ -2,15 +2,21 @@
 //! `image` / `image[]` parts become checked references in upload order, `mask` is refused. The
 //! per-model reference count is checked when a file part starts and when `model` arrives.
 
+use std::time::Duration;
+
 use axum::body::Body;
 
 use super::intake::Intake;
-use super::meter::{Delivered, MeterError, Metered};
+use super::meter::{Delivered, MeterError, Metered, Source};
 use super::{
     EditUpload, RefRule, Reference, Uploads, body_error, check_count, mask_unsupported, request_too_large,
     too_many_images,
 };
 use crate::error::ApiError;
+
+/// Most of a refused body read and thrown away so its client can read the refusal.
+const DRAIN_BYTES: u64 = 32 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// Reads a `multipart/form-data` body; `content_type` is the request's Content-Type header value.
 pub async fn read_multipart(
@@ -19,11 +25,32 @@ pub async fn read_multipart(
     uploads: &Uploads,
     rule: &dyn RefRule,
 ) -> Result<EditUpload, ApiError> {
-    let limits = uploads.limits();
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| body_error("the Content-Type must be multipart/form-data with a boundary"))?;
+    let source = Source::new(body.into_data_stream());
+    let read = read_form(source.clone(), boundary, uploads, rule).await;
+    match read {
+        // Too large or stalled: the rest is not worth reading. Anything else (a reference too
+        // many, a mask) is refused mid-upload; SDKs that stream files (Node's) only read the
+        // answer once their upload is done, so the rest is read, bounded, and thrown away.
+        Err(e @ (ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout)) => Err(e),
+        Err(e) => {
+            source.drain(DRAIN_BYTES.min(uploads.settings.max_request_bytes), DRAIN_TIME).await;
+            Err(e)
+        }
+        Ok(upload) => Ok(upload),
+    }
+}
+
+async fn read_form(
+    source: Source,
+    boundary: String,
+    uploads: &Uploads,
+    rule: &dyn RefRule,
+) -> Result<EditUpload, ApiError> {
+    let limits = uploads.limits();
     let delivered = Delivered::default();
-    let stream = Metered::new(body.into_data_stream(), delivered.clone(), uploads.settings.max_request_bytes);
+    let stream = Metered::new(source, delivered.clone(), uploads.settings.max_request_bytes);
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut upload = EditUpload::default();
     // The `model` field as read so far; until it arrives, the bound is what any model takes.
