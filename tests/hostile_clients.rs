@@ -305,3 +305,45 @@ async fn a_multipart_edit_that_stalls_mid_file_gets_408_and_leaves_no_spool_file
     assert_eq!(left, 0, "no spool file is left behind");
     assert_eq!(app.sim_stats().await["submit_attempts"], 0);
 }
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_without_waiting_for_running_jobs() {
+    let mut app = demo(
+        "1",
+        &[
+            ("FLUXGATE__SERVER__DRAIN_DELAY_MS", "100".into()),
+            ("FLUXGATE__SERVER__SHUTDOWN_GRACE_SECS", "120".into()),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let request = http
+        .post(format!("{}/v1/images/generations", app.base))
+        .json(&json!({"model": "flux-2-klein-4b", "prompt": "long [slow:50000]"}));
+    let job = tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    let mut running = false;
+    for _ in 0..200 {
+        if app.sim_stats().await["active"] == 1 {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(running, "the job runs upstream");
+    let pid = app.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    // The first signal starts a drain that would wait for the 50 s job; the second ends it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.child.try_wait().expect("waitable").is_none(), "still draining after the first signal");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = app.child.try_wait().expect("waitable") {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("the second signal ended the process within 5 s");
+    assert!(!status.success(), "an abandoning exit is not a clean one: {status:?}");
+    job.abort();
+}
