@@ -167,6 +167,13 @@ impl KeyPool {
     /// full; fails after `queue_wait` in the queue.
     pub async fn acquire(self: &Arc<Self>, class: SlotClass) -> Result<Lease, CapacityError> {
         self.check_usable()?;
+        // Nobody of this class waits: take a free slot straight away. Joining the queue only to
+        // leave it would make a burst pass through one at a time, and count against `queue_max`.
+        if !self.queue.has_waiter(class)
+            && let Some(lease) = self.try_reserve(class).await
+        {
+            return Ok(lease);
+        }
         let ticket = self.queue.join(class, self.settings.queue_max).ok_or(CapacityError::QueueFull)?;
         let give_up = Instant::now() + self.settings.queue_wait;
         loop {
@@ -391,6 +398,30 @@ mod tests {
         let (_, lease) = waiters.remove(0).await.expect("task");
         lease.release().await;
         assert_eq!((pool.in_use(), pool.queued()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_free_slot_is_taken_without_queueing_even_when_the_queue_is_full() {
+        let keys =
+            vec![KeyBudget { id: KeyId::named("k"), key: SecretString::from("k"), tasks: 3, kontext_max: 1 }];
+        let settings = CapacitySettings {
+            keys,
+            queue_max: 1,
+            queue_wait: Duration::from_secs(5),
+            credit_cooldown: Duration::from_secs(60),
+        };
+        let pool = KeyPool::new(settings, Arc::new(LocalLedger::new()), TaskTracker::new());
+        let kontext = pool.acquire(SlotClass::KontextMax).await.expect("slot");
+        let stuck = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(SlotClass::KontextMax).await.map(|l| l.key_id().clone()) }
+        });
+        until_queued(&pool, 1).await;
+        // The queue is full (one kontext-max job waits on its sub-cap), yet a general slot is free.
+        let general = pool.acquire(SlotClass::General).await.expect("a free general slot, not a full queue");
+        kontext.release().await;
+        assert!(stuck.await.expect("task").is_ok());
+        general.release().await;
     }
 
     #[tokio::test]

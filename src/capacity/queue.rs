@@ -53,6 +53,11 @@ impl Queue {
         Some(Ticket { queue: self, id, class, wake })
     }
 
+    /// True when a job of `class` waits.
+    pub(super) fn has_waiter(&self, class: SlotClass) -> bool {
+        self.lock().waiters.iter().any(|w| w.class == class)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.lock().waiters.len()
     }
