@@ -11,6 +11,8 @@
 mod client;
 #[path = "gateway/edits.rs"]
 mod edits;
+#[path = "gateway/idle.rs"]
+mod idle;
 #[path = "gateway/lag.rs"]
 mod lag;
 #[path = "gateway/latency.rs"]
@@ -29,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use report::Report;
 
-const SCENARIOS: [&str; 4] = ["latency", "lag", "memory", "edits"];
+const SCENARIOS: [&str; 5] = ["latency", "lag", "memory", "idle", "edits"];
 /// `edits` waits for `/v1/images/edits`; name it to run it.
-const DEFAULT: [&str; 3] = ["latency", "lag", "memory"];
+const DEFAULT: [&str; 4] = ["latency", "lag", "memory", "idle"];
 /// A scenario that runs longer than this is stopped (its processes are killed with it).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
 const RECOMMENDED_FDS: u64 = 65_536;
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         }
     };
     let mut report = Report::default();
+    report.note("bench", format!("gateway binary: {}", procs::gateway_bin()));
     let mut all_ran = true;
     for s in chosen {
         let needed = fds_needed(s);
@@ -104,6 +107,7 @@ async fn run(scenario: &str, report: &mut Report) -> Result<(), String> {
         "latency" => latency::run(report).await,
         "lag" => lag::run(report).await,
         "memory" => memory::run(report).await,
+        "idle" => idle::run(report).await,
         "edits" => edits::run(report).await,
         other => Err(format!("no scenario `{other}`")),
     }
@@ -113,6 +117,7 @@ async fn run(scenario: &str, report: &mut Report) -> Result<(), String> {
 fn fds_needed(scenario: &str) -> u64 {
     match scenario {
         "memory" => memory::IN_FLIGHT as u64 + 2_000,
+        "idle" => idle::CONNECTIONS as u64 + 2_000,
         "latency" => 3_000,
         _ => 1_024,
     }

@@ -37,6 +37,16 @@ enum Command {
     Simulate(bfl_sim::cli::SimArgs),
 }
 
+/// The process allocator: jemalloc or mimalloc by feature, otherwise the system's malloc.
+#[cfg(all(feature = "jemalloc", feature = "mimalloc"))]
+compile_error!("choose one allocator: the `jemalloc` and `mimalloc` features exclude each other");
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Demo mode listens on loopback unless told otherwise: it has no client authentication.
 #[cfg(feature = "simulator")]
 const DEMO_OVERLAY: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";

@@ -1,5 +1,7 @@
-//! The two child processes every scenario runs, `fluxgate simulate` and `fluxgate serve`, started
-//! from the binary cargo built for this bench. A `Proc` kills its child when dropped, so a
+//! The two child processes every scenario runs, `fluxgate simulate` and `fluxgate serve`. The
+//! simulator always runs the binary cargo built for this bench; the gateway runs
+//! `$FLUXGATE_BENCH_BIN` when set (e.g. a copy built with other features), so two runs compare
+//! two gateway builds against the same baseline. A `Proc` kills its child when dropped, so a
 //! finished, failed, timed-out or panicking scenario never leaves a process behind.
 
 use std::fs::File;
@@ -11,8 +13,10 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The binary under test, built by cargo in the bench profile.
+/// The binary cargo built in the bench profile: the simulator, and the gateway by default.
 const BIN: &str = env!("CARGO_BIN_EXE_fluxgate");
+/// Names another `fluxgate` binary to run as the gateway.
+pub const BIN_VAR: &str = "FLUXGATE_BENCH_BIN";
 /// The one BFL key the simulator accepts and the gateway uses.
 pub const KEY: &str = "bench-key";
 /// Child logs go here, one file per process per scenario.
@@ -41,7 +45,8 @@ impl Proc {
         let file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         // Plain log lines in the files (tracing-subscriber honours NO_COLOR).
         cmd.stderr(file).stdin(Stdio::null()).env("NO_COLOR", "1");
-        let child = cmd.spawn().map_err(|e| format!("cannot start {BIN}: {e}"))?;
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
         Ok(Proc { name: name.to_owned(), child, log })
     }
 
@@ -149,7 +154,7 @@ pub struct Gateway {
 pub async fn gateway(name: &str, sim_base: &str, extra: &[(&str, &str)]) -> Result<Gateway, String> {
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(gateway_bin());
     cmd.arg("serve")
         .env("FLUXGATE__SERVER__LISTEN", &listen)
         .env("FLUXGATE__UPSTREAM__BASE_URL", sim_base)
@@ -174,6 +179,11 @@ pub async fn gateway(name: &str, sim_base: &str, extra: &[(&str, &str)]) -> Resu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("the gateway was not ready within 20 s; see {}", proc.log.display()))
+}
+
+/// The gateway's binary: `$FLUXGATE_BENCH_BIN`, else the one cargo built for this bench.
+pub fn gateway_bin() -> String {
+    std::env::var(BIN_VAR).ok().filter(|b| !b.is_empty()).unwrap_or_else(|| BIN.to_owned())
 }
 
 /// A loopback port that was free a moment ago.
