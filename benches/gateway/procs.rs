@@ -160,7 +160,10 @@ pub async fn gateway(name: &str, sim_base: &str, extra: &[(&str, &str)]) -> Resu
         .env("FLUXGATE__UPSTREAM__BASE_URL", sim_base)
         .env("FLUXGATE__UPSTREAM__KEYS", KEY)
         // The allow-list matches ports: the simulator's own host:port.
-        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", sim_base.trim_start_matches("http://").trim_end_matches('/'))
+        .env(
+            "FLUXGATE__UPSTREAM__ALLOWED_HOSTS",
+            sim_base.trim_start_matches("http://").trim_end_matches('/'),
+        )
         .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
         .env("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "1.0")
         .stdout(Stdio::null());

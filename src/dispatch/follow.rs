@@ -64,12 +64,10 @@ impl Inner {
                 }));
             }
             lease.renew().await;
-            match self
-                .client
-                .poll(lease.key(), &polling_url, self.settings.poll_timeout)
-                .await
-                .map(|r| r.status())
-            {
+            // Boxed: an HTTP exchange's state exists only while a poll is out, not between polls.
+            let polled =
+                Box::pin(self.client.poll(lease.key(), &polling_url, self.settings.poll_timeout)).await;
+            match polled.map(|r| r.status()) {
                 Ok(Status::Running { progress }) => reporter.set(JobStatus::Running { progress }),
                 Ok(Status::Unrecognized(status)) => self.note_unrecognized(status),
                 Ok(Status::Ready { sample, prompt }) => {

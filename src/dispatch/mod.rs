@@ -132,7 +132,9 @@ impl Inner {
         abandon: CancellationToken,
     ) {
         let body = SubmitBody::new(&job);
-        let admission = self.admit(&job, &body, deadline, &abandon, &reporter).await;
+        // Each stage is boxed while it runs, so the task's own state between polls (most of a
+        // job's life, times ten thousand) is only the stage in progress, not the largest one.
+        let admission = Box::pin(self.admit(&job, &body, deadline, &abandon, &reporter)).await;
         // BFL has the images now (or never will): spooled references can go.
         drop(body);
         job.references.clear();
@@ -150,7 +152,7 @@ impl Inner {
                 lease.release().await;
             }
             Admission::Accepted { lease, reply } => {
-                match self.follow(&lease, &job, reply, &reporter).await {
+                match Box::pin(self.follow(&lease, &job, reply, &reporter)).await {
                     Followed::Over(Ok(finished)) => reporter.succeed(finished),
                     Followed::Over(Err(failure)) => reporter.fail(failure),
                     Followed::Unfollowable(failure) => {

@@ -53,7 +53,7 @@ impl Inner {
             let lease = tokio::select! {
                 biased;
                 () = abandon.cancelled() => return Admission::Abandoned,
-                lease = timeout_at(wait_until, self.pool.acquire(job.model.slot_class)) => match lease {
+                lease = timeout_at(wait_until, Box::pin(self.pool.acquire(job.model.slot_class))) => match lease {
                     Ok(Ok(lease)) => lease,
                     Ok(Err(e)) => return Admission::Refused(JobFailure::Capacity(e)),
                     Err(_) => return Admission::Refused(JobFailure::TooLate),
@@ -108,7 +108,7 @@ impl Inner {
         let path = job.model.path();
         let mut attempt = 0;
         loop {
-            let error = match self.client.submit(lease.key(), &path, body).await {
+            let error = match Box::pin(self.client.submit(lease.key(), &path, body)).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };

@@ -56,5 +56,7 @@ async fn run(state: &AppState, job: ImageJob) -> Result<ImagesResponse, ApiError
     let handle = state.dispatcher.start(job)?;
     let wanted = Wanted { response_format, output_format, deadline: handle.deadline(), limit };
     let finished = handle.outcome().await?;
-    state.delivery.respond(&finished, wanted).await
+    // Boxed: the delivery's state (a download, base64) exists only once the image is ready, not
+    // for the whole wait of every request in flight.
+    Box::pin(state.delivery.respond(&finished, wanted)).await
 }
