@@ -176,12 +176,16 @@ pub enum CatalogError {
     UnknownModel(String),
     #[error("models.{0}: deadline_secs must be 1 to 3600 and price_usd not negative")]
     BadOverride(String),
+    #[error("models.aliases.{0}: {1}")]
+    BadAlias(String, String),
 }
 
 /// The catalog in force: the table with this deployment's overrides applied.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     models: Vec<Model>,
+    /// Other names clients may use for a model (`[models.aliases]`, e.g. "dall-e-3").
+    aliases: HashMap<String, &'static str>,
 }
 
 impl Catalog {
@@ -204,10 +208,27 @@ impl Catalog {
                 model.price_usd = p;
             }
         }
-        Ok(Catalog { models })
+        Ok(Catalog { models, aliases: HashMap::new() })
     }
 
+    /// Adds other names for models; an alias must name a model and may not hide one.
+    pub fn with_aliases(mut self, aliases: &HashMap<String, String>) -> Result<Catalog, CatalogError> {
+        for (alias, target) in aliases {
+            if self.models.iter().any(|m| m.id == alias) {
+                return Err(CatalogError::BadAlias(alias.clone(), "it is already a model id".into()));
+            }
+            let model =
+                self.models.iter().find(|m| m.id == target).ok_or_else(|| {
+                    CatalogError::BadAlias(alias.clone(), format!("`{target}` is not a model"))
+                })?;
+            self.aliases.insert(alias.clone(), model.id);
+        }
+        Ok(self)
+    }
+
+    /// The model named `id`, or the one `id` is an alias of.
     pub fn get(&self, id: &str) -> Option<&Model> {
+        let id = self.aliases.get(id).copied().unwrap_or(id);
         self.models.iter().find(|m| m.id == id)
     }
 
@@ -253,6 +274,18 @@ mod tests {
         assert_eq!(row("flux-pro-1.1").steps, None);
         assert_eq!(row("flux-dev").guidance.map(|g| g.max), Some(5.0));
         assert_eq!(row("flux-2-max").price_usd, 0.070);
+    }
+
+    #[test]
+    fn an_alias_resolves_to_its_model_and_cannot_hide_or_invent_one() {
+        let aliases = HashMap::from([("dall-e-3".to_owned(), "flux-2-pro".to_owned())]);
+        let catalog = Catalog::new(&HashMap::new()).expect("defaults").with_aliases(&aliases).expect("valid");
+        assert_eq!(catalog.get("dall-e-3").map(|m| m.id), Some("flux-2-pro"));
+        assert_eq!(catalog.iter().count(), 13, "aliases are not models");
+        let hiding = HashMap::from([("flux-dev".to_owned(), "flux-2-pro".to_owned())]);
+        assert!(Catalog::new(&HashMap::new()).expect("defaults").with_aliases(&hiding).is_err());
+        let dangling = HashMap::from([("dall-e-2".to_owned(), "flux-9".to_owned())]);
+        assert!(Catalog::new(&HashMap::new()).expect("defaults").with_aliases(&dangling).is_err());
     }
 
     #[test]

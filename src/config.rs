@@ -16,6 +16,7 @@ use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::delivery::DeliverySettings;
 use crate::dispatch::DispatchSettings;
+use crate::job::JobLimits;
 use crate::records::StoreSettings;
 use crate::state::ServerSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
@@ -48,7 +49,16 @@ struct RawSettings {
     jobs: RawJobs,
     telemetry: RawTelemetry,
     #[serde(default)]
-    models: HashMap<String, ModelOverride>,
+    models: RawModels,
+}
+
+/// `[models]`: per-model overrides by id, and `[models.aliases]`.
+#[derive(Debug, Default, Deserialize)]
+struct RawModels {
+    #[serde(default)]
+    aliases: HashMap<String, String>,
+    #[serde(flatten)]
+    overrides: HashMap<String, ModelOverride>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +127,7 @@ struct RawUploads {
 struct RawJobs {
     result_ttl_secs: u64,
     max_records: usize,
+    max_n: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +148,9 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub jobs: StoreSettings,
     pub models: HashMap<String, ModelOverride>,
+    /// Other names for models (`[models.aliases]`).
+    pub aliases: HashMap<String, String>,
+    pub job_limits: JobLimits,
 }
 
 /// Where settings come from, in increasing priority.
@@ -284,8 +298,10 @@ impl TryFrom<RawSettings> for Settings {
             delivery: delivery_settings(&upstream)?,
             upstream: bfl_settings(&upstream)?,
             uploads: upload_settings(&uploads)?,
+            job_limits: job_limits(&jobs)?,
             jobs: store_settings(&jobs)?,
-            models,
+            models: models.overrides,
+            aliases: models.aliases,
         })
     }
 }
@@ -467,6 +483,13 @@ fn upload_settings(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
         max_spool_bytes: raw.max_spool_bytes,
         max_json_inflight_bytes: raw.max_json_inflight_bytes,
     })
+}
+
+fn job_limits(raw: &RawJobs) -> Result<JobLimits, ConfigError> {
+    if !(1..=100).contains(&raw.max_n) {
+        return Err(invalid("jobs.max_n", "must be 1 to 100"));
+    }
+    Ok(JobLimits { max_n: raw.max_n })
 }
 
 fn store_settings(raw: &RawJobs) -> Result<StoreSettings, ConfigError> {

@@ -30,7 +30,7 @@ pub enum StartupError {
 
 /// Everything the gateway shares, built from `settings`.
 pub fn build(settings: Settings) -> Result<AppState, StartupError> {
-    let catalog = Catalog::new(&settings.models)?;
+    let catalog = Catalog::new(&settings.models)?.with_aliases(&settings.aliases)?;
     if catalog.get(&settings.server.default_model).is_none() {
         return Err(StartupError::DefaultModel(settings.server.default_model));
     }
@@ -41,5 +41,5 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
     let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
     let delivery = Delivery::new(client, settings.delivery);
-    Ok(AppState::from_parts(settings.server, uploads, catalog, dispatcher, delivery))
+    Ok(AppState::from_parts(settings.server, uploads, catalog, dispatcher, delivery, settings.job_limits))
 }

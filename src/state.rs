@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::catalog::Catalog;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
+use crate::job::JobLimits;
 use crate::upload::Uploads;
 
 /// The HTTP side: where to listen, who may call, and how shutdown drains.
@@ -40,6 +41,8 @@ pub struct AppState {
     pub uploads: Arc<Uploads>,
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
+    /// Request rules set by configuration (`jobs.max_n`).
+    pub job_limits: JobLimits,
     pub delivery: Delivery,
     draining: Arc<AtomicBool>,
 }
@@ -52,8 +55,10 @@ impl AppState {
         catalog: Catalog,
         dispatcher: Dispatcher,
         delivery: Delivery,
+        job_limits: JobLimits,
     ) -> AppState {
         AppState {
+            job_limits,
             server: Arc::new(server),
             uploads: Arc::new(uploads),
             catalog: Arc::new(catalog),

@@ -272,6 +272,16 @@ async function main() {
     },
   ]);
   gen.push([
+    'generate flux-2-klein-4b n=2 -> two distinct images',
+    async () => {
+      const resp = await client.images.generate({ model: 'flux-2-klein-4b', prompt: PROMPT, n: 2 });
+      expect(Array.isArray(resp.data) && resp.data.length === 2, `expected 2 data, got ${JSON.stringify(resp.data)}`);
+      const urls = resp.data.map((d) => d.url);
+      expect(urls.every((u) => typeof u === 'string') && urls[0] !== urls[1], `two distinct urls: ${urls}`);
+      return '2 images';
+    },
+  ]);
+  gen.push([
     'generate flux-2-pro extra keys seed/safety_tolerance/output_format=png',
     async () =>
       checkImagesResponse(

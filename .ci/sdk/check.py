@@ -276,7 +276,15 @@ def main() -> int:
         check_images_response(raw.parse())
         return f"request_id={rid}"
 
+    def n_two() -> str:
+        resp = client.images.generate(model="flux-2-klein-4b", prompt=PROMPT, n=2)
+        expect(resp.data is not None and len(resp.data) == 2, f"expected 2 data, got {resp.data!r}")
+        urls = [d.url for d in resp.data]
+        expect(all(urls) and urls[0] != urls[1], f"two distinct urls: {urls}")
+        return "2 images"
+
     gen_checks += [
+        ("generate flux-2-klein-4b n=2 -> two distinct images", n_two),
         ("generate flux-2-klein-4b response_format=b64_json", b64_json),
         ("generate flux-2-pro extra_body seed/safety_tolerance/output_format=png", extra_body),
         ("generate flux-dev output_format=webp", webp_output),

@@ -60,8 +60,9 @@ impl Delivery {
         Delivery { client, settings, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib }
     }
 
-    pub async fn respond(&self, finished: &Finished, wanted: Wanted) -> Result<ImagesResponse, ApiError> {
-        let datum = match wanted.response_format {
+    /// One finished image as the reply's `data` entry: BFL's URL, or the image in base64.
+    pub async fn datum(&self, finished: &Finished, wanted: Wanted) -> Result<ImageDatum, ApiError> {
+        Ok(match wanted.response_format {
             ResponseFormat::Url => ImageDatum {
                 url: Some(finished.sample.to_string()),
                 b64_json: None,
@@ -80,8 +81,12 @@ impl Delivery {
                     revised_prompt: finished.revised_prompt.clone(),
                 }
             }
-        };
+        })
+    }
+
+    /// The Images API reply for `data`, in order.
+    pub fn response(data: Vec<ImageDatum>, wanted: Wanted) -> ImagesResponse {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Ok(ImagesResponse { created, data: vec![datum], output_format: wanted.output_format.as_str() })
+        ImagesResponse { created, data, output_format: wanted.output_format.as_str() }
     }
 }

@@ -29,6 +29,13 @@ impl OutputFormat {
     }
 }
 
+/// Request rules set by configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Most images one request may ask for with `n` (`jobs.max_n`).
+    pub max_n: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFormat {
     Url,
@@ -52,6 +59,8 @@ pub struct ImageJob {
     pub response_format: ResponseFormat,
     /// Reference images of an edit, in upload order (`input_image`, `input_image_2`, …).
     pub references: Vec<Reference>,
+    /// Images asked for; `fan_out` makes one job of each.
+    pub n: u32,
 }
 
 const DEFAULT_SAFETY: i64 = 2;
@@ -63,24 +72,25 @@ impl ImageJob {
         fields: &Fields,
         catalog: &Catalog,
         default_model: &str,
+        limits: JobLimits,
     ) -> Result<ImageJob, ApiError> {
         let model_id = fields.string("model")?.map(str::trim).unwrap_or(default_model);
         let model =
             catalog.get(model_id).ok_or_else(|| ApiError::ModelNotFound(model_id.to_owned()))?.clone();
         let prompt = Prompt::parse(fields.string("prompt")?).await?;
 
-        match fields.integer("n")? {
-            None | Some(1) => {}
+        let n = match fields.integer("n")? {
+            None => 1,
             Some(n) if n < 1 => return Err(ApiError::invalid("n", "`n` must be at least 1")),
-            Some(n) => {
+            Some(n) if n > i64::from(limits.max_n) => {
                 return Err(ApiError::invalid(
                     "n",
-                    format!(
-                        "`n` = {n} is not supported: FLUX returns one image per request; send {n} requests"
-                    ),
+                    format!("`n` may be at most {} (each image is its own FLUX job)", limits.max_n),
                 ));
             }
-        }
+            // Within 1..=max_n, which fits.
+            Some(n) => u32::try_from(n).unwrap_or(1),
+        };
         if fields.boolean("stream")? == Some(true) {
             return Err(ApiError::invalid("stream", "streaming is not supported; omit `stream`"));
         }
@@ -163,6 +173,7 @@ impl ImageJob {
             output_format,
             response_format,
             references: Vec::new(),
+            n,
         })
     }
 
@@ -172,8 +183,9 @@ impl ImageJob {
         references: Vec<Reference>,
         catalog: &Catalog,
         default_model: &str,
+        limits: JobLimits,
     ) -> Result<ImageJob, ApiError> {
-        let mut job = ImageJob::parse(fields, catalog, default_model).await?;
+        let mut job = ImageJob::parse(fields, catalog, default_model, limits).await?;
         let model = &job.model;
         if model.max_refs == 0 {
             return Err(generation_only(model, catalog));
@@ -228,6 +240,17 @@ fn generation_only(model: &Model, catalog: &Catalog) -> ApiError {
         "model",
         format!("{} generates only and cannot edit; edit with one of: {}", model.id, editors.join(", ")),
     )
+}
+
+impl ImageJob {
+    /// One job per image asked for: the same request with `n = 1`, seeds `seed`, `seed + 1`, …
+    /// when a seed was given (different images either way).
+    pub fn fan_out(self) -> Vec<ImageJob> {
+        let n = self.n.max(1);
+        (0..n)
+            .map(|i| ImageJob { seed: self.seed.map(|s| s.wrapping_add(i64::from(i))), n: 1, ..self.clone() })
+            .collect()
+    }
 }
 
 fn lacks(model: &Model, param: &str) -> ApiError {

@@ -3,22 +3,23 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 
-use crate::delivery::Wanted;
+use crate::delivery::{Delivery, Wanted};
 use crate::error::ApiError;
 use crate::job::ImageJob;
-use crate::openai::{ImagesResponse, JsonFields};
+use crate::openai::JsonFields;
 use crate::state::AppState;
 use crate::upload::{self, EditUpload, RefRule};
 
 pub(super) async fn create_image(
     State(state): State<AppState>,
     JsonFields(fields): JsonFields,
-) -> Result<Json<ImagesResponse>, ApiError> {
-    let job = ImageJob::parse(&fields, &state.catalog, &state.server.default_model).await?;
-    run(&state, job).await.map(Json)
+) -> Result<Response, ApiError> {
+    let job = ImageJob::parse(&fields, &state.catalog, &state.server.default_model, state.job_limits).await?;
+    run(&state, job).await
 }
 
 /// Multipart (what the SDKs send) or the JSON form with `images: [{"image_url": …}]`.
@@ -26,12 +27,17 @@ pub(super) async fn edit_image(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ImagesResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let upload = read_edit(&state, &headers, body).await?;
-    let job =
-        ImageJob::parse_edit(&upload.fields, upload.references, &state.catalog, &state.server.default_model)
-            .await?;
-    run(&state, job).await.map(Json)
+    let job = ImageJob::parse_edit(
+        &upload.fields,
+        upload.references,
+        &state.catalog,
+        &state.server.default_model,
+        state.job_limits,
+    )
+    .await?;
+    run(&state, job).await
 }
 
 /// Reads either form, refusing as early as it can: a declared length over the per-request cap
@@ -49,14 +55,46 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     upload::read_json_body(body, content_length, uploads, rule).await
 }
 
-/// Starts the job, waits for it within the model's deadline, and delivers the image.
-async fn run(state: &AppState, job: ImageJob) -> Result<ImagesResponse, ApiError> {
-    let (response_format, output_format, limit) =
-        (job.response_format, job.output_format, job.model.deadline);
-    let handle = state.dispatcher.start(job)?;
-    let wanted = Wanted { response_format, output_format, deadline: handle.deadline(), limit };
-    let finished = handle.outcome().await?;
-    // Boxed: the delivery's state (a download, base64) exists only once the image is ready, not
-    // for the whole wait of every request in flight.
-    Box::pin(state.delivery.respond(&finished, wanted)).await
+/// Header saying how many of the `n` images asked for failed (the reply carries the others).
+const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
+
+/// Starts one job per image asked for (each with its own slot), waits for them within the
+/// model's deadline, and delivers the images in order. When some fail, the reply carries the
+/// others and says how many failed; when all fail, the first error is the answer. An image made
+/// for a client that has gone stays in the job store for its TTL.
+async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
+    let (response_format, output_format, limit, asked) =
+        (job.response_format, job.output_format, job.model.deadline, job.n);
+    let handles =
+        job.fan_out().into_iter().map(|job| state.dispatcher.start(job)).collect::<Result<Vec<_>, _>>()?;
+    let deadline = handles.iter().map(|h| h.deadline()).min().unwrap_or_else(tokio::time::Instant::now);
+    let wanted = Wanted { response_format, output_format, deadline, limit };
+    let images = handles.into_iter().map(|handle| async move {
+        let finished = handle.outcome().await?;
+        // Boxed: the delivery's state (a download, base64) exists only once the image is ready,
+        // not for the whole wait of every request in flight.
+        Box::pin(state.delivery.datum(&finished, wanted)).await
+    });
+    let (mut data, mut failures) = (Vec::new(), Vec::new());
+    for image in futures_util::future::join_all(images).await {
+        match image {
+            Ok(datum) => data.push(datum),
+            Err(e) => failures.push(e),
+        }
+    }
+    let failed = failures.len();
+    if data.is_empty() {
+        return Err(failures
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ApiError::internal("a request with no images")));
+    }
+    if failed > 0 {
+        tracing::warn!(asked, failed, first = %failures[0], "some images of the request failed; replying with the rest");
+    }
+    let mut response = Json(Delivery::response(data, wanted)).into_response();
+    if asked > 1 {
+        response.headers_mut().insert(FAILED_IMAGES, HeaderValue::from(failed));
+    }
+    Ok(response)
 }

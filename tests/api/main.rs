@@ -13,6 +13,7 @@ mod allow_list;
 mod b64_budget;
 mod capacity;
 mod edits;
+mod fan_out;
 mod fuzz;
 mod generations;
 mod hostile_upstream;

@@ -35,7 +35,7 @@ fn violations() -> Vec<(Value, u16, &'static str)> {
             "aspect_ratio",
         ),
         (json!({"model": "flux-2-pro", "prompt": "x", "aspect_ratio": "16:9"}), 400, "aspect_ratio"),
-        (json!({"model": "flux-2-pro", "prompt": "x", "n": 2}), 400, "n"),
+        (json!({"model": "flux-2-pro", "prompt": "x", "n": 11}), 400, "n"),
         (json!({"model": "flux-2-pro", "prompt": "x", "n": 0}), 400, "n"),
         (json!({"model": "flux-2-pro", "prompt": "x", "response_format": "png"}), 400, "response_format"),
         (json!({"model": "flux-2-pro", "prompt": "x", "output_format": "gif"}), 400, "output_format"),

@@ -22,6 +22,7 @@
 //! - `[interim:XYZ]` → while the job runs, polls report status `XYZ` instead of `Pending`.
 //! - `[after-submit:hang|reset|garbage]` → the task is created, but the submit's answer never
 //!   comes, breaks off mid-body, or is not JSON (how a lost answer looks to the gateway).
+//! - `[error-seed:N]` → the task whose seed is N ends with `Error` (the others are Ready).
 //! - `[hang]` → the job never finishes (`Pending` forever, and it keeps its slot).
 //! - `[submit:CODE]` → the submit answers HTTP CODE (400–599) with BFL's body for it, no task.
 //! - `[notfound:N]` → the first N polls of the task answer 404 `Task not found`.

@@ -19,7 +19,7 @@ use super::routes::{base_url, x_key};
 use super::schema::{self, Job};
 use super::state::Simulator;
 use super::tasks::{Caps, Task};
-use super::triggers::{AfterSubmit, Triggers};
+use super::triggers::{self, AfterSubmit, Triggers};
 use super::{Received, body};
 
 pub(super) async fn submit(
@@ -155,7 +155,11 @@ impl Simulator {
             key: a.key.to_owned(),
             submitted: now,
             ready_at: run.and_then(|d| now.checked_add(d)),
-            status: a.triggers.status.clone().unwrap_or_else(|| "Ready".to_owned()),
+            status: if a.triggers.error_seed == Some(seed) {
+                triggers::ERROR.to_owned()
+            } else {
+                a.triggers.status.clone().unwrap_or_else(|| "Ready".to_owned())
+            },
             prompt,
             seed,
             size: a.job.size,

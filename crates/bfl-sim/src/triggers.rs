@@ -25,6 +25,8 @@ pub(super) struct Triggers {
     /// `[after-submit:hang|reset|garbage]`: the task is created (and counts, as BFL would bill it),
     /// but the submit's answer never arrives, breaks off mid-body, or is not JSON.
     pub after_submit: Option<AfterSubmit>,
+    /// `[error-seed:N]`: the task whose seed is N ends with status `Error` (one of a fan-out).
+    pub error_seed: Option<i64>,
 }
 
 /// How a submit's answer is lost after BFL has created the task.
@@ -71,6 +73,7 @@ impl Triggers {
                 }
             }
             ("hang", None) => self.hang = true,
+            ("error-seed", Some(n)) if self.error_seed.is_none() => self.error_seed = n.trim().parse().ok(),
             ("after-submit", Some(how)) if self.after_submit.is_none() => {
                 self.after_submit = match how {
                     "hang" => Some(AfterSubmit::Hang),
@@ -125,6 +128,7 @@ mod tests {
         assert_eq!(t.interim.as_deref(), Some("Uploading"));
         assert_eq!(Triggers::parse("[after-submit:reset]").after_submit, Some(AfterSubmit::Reset));
         assert_eq!(Triggers::parse("[after-submit:nope]").after_submit, None);
+        assert_eq!(Triggers::parse("[error-seed:12]").error_seed, Some(12));
         assert_eq!(t.slow, Some(Duration::from_millis(250)));
         assert!(t.hang);
         assert_eq!(t.notfound, 3);
