@@ -179,7 +179,11 @@ impl Watch {
         }
     }
 
-    fn begin(self: &Arc<Self>) -> RequestGuard {
+    fn begin(self: &Arc<Self>, version: hyper::Version) -> RequestGuard {
+        // The preface check can miss a preface split over reads; the request's version cannot.
+        if version == hyper::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
         let mut a = self.lock();
         a.active += 1;
         a.started += 1;
@@ -262,7 +266,7 @@ async fn serve_connection(stream: TcpStream, app: Router, limits: Limits, mut ph
     let io = TokioIo::new(Watched { inner: stream, watch: watch.clone(), first_read: true });
     let requests = watch.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let guard = requests.begin();
+        let guard = requests.begin(req.version());
         let app = app.clone();
         async move {
             let response = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|never| match never {});
