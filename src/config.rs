@@ -24,6 +24,9 @@ use crate::upload::{UploadLimits, UploadSettings};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "FLUXGATE__";
+/// Settings that are lists: comma-separated in the environment.
+const LIST_KEYS: [&str; 5] =
+    ["server.api_keys", "upstream.keys", "upstream.key_names", "upstream.allowed_hosts", "upstream.key_caps"];
 
 /// Why the configuration cannot be used; printed as the one-line reason start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +206,16 @@ impl Settings {
                 .with_list_parse_key("upstream.allowed_hosts")
                 .with_list_parse_key("upstream.key_caps"),
         );
+        // The environment source turns values that look like numbers into numbers before it
+        // splits lists (a token `0123` would become 123): list variables are read as written.
+        for key in LIST_KEYS {
+            let name = format!("{ENV_PREFIX}{}", key.replace('.', "__")).to_ascii_uppercase();
+            if let Some(raw) = std::env::vars().find_map(|(n, v)| n.eq_ignore_ascii_case(&name).then_some(v))
+            {
+                let items: Vec<String> = raw.split(',').map(str::to_owned).collect();
+                builder = builder.set_override(key, items)?;
+            }
+        }
         for (key, value) in sources.overrides {
             builder = builder.set_override(key, value)?;
         }

@@ -137,3 +137,33 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
     assert!(log.contains("keys=2"), "both keys were read: {log}");
     assert!(!log.contains("key-one") && !log.contains("key-two"), "keys never appear in logs");
 }
+
+#[test]
+fn a_list_variable_that_looks_like_a_number_is_read_as_written() {
+    let port = free_port();
+    let child = fluxgate()
+        .arg("serve")
+        .env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLUXGATE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
+        .env("FLUXGATE__UPSTREAM__KEYS", "key-one")
+        .env("FLUXGATE__UPSTREAM__KEY_CAPS", "48")
+        .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1:9")
+        .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
+        .env("FLUXGATE__SERVER__API_KEYS", "0123")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let _running = Running(child);
+    let started = Instant::now();
+    while !run(fluxgate().arg("health").env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")))
+        .status
+        .success()
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "the gateway became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status_of(port, "/v1/models", Some("0123")), 200, "the token keeps its leading zero");
+    assert_eq!(status_of(port, "/v1/models", Some("123")), 401);
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::bfl::BflClient;
@@ -38,6 +38,20 @@ pub struct Delivery {
     budget_kib: u32,
 }
 
+/// A `data` entry ready to send, with the share of the b64 budget it holds until the reply is
+/// built (a request for n images holds all n: their base64 waits in memory for the last one).
+pub struct Delivered {
+    pub datum: ImageDatum,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Delivered {
+    /// The entry, and the budget to keep until the reply is serialised.
+    pub fn into_parts(self) -> (ImageDatum, Option<OwnedSemaphorePermit>) {
+        (self.datum, self.budget)
+    }
+}
+
 /// What the client asked to get back, and by when.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {
@@ -60,13 +74,17 @@ impl Delivery {
         Delivery { client, settings, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib }
     }
 
-    /// One finished image as the reply's `data` entry: BFL's URL, or the image in base64.
-    pub async fn datum(&self, finished: &Finished, wanted: Wanted) -> Result<ImageDatum, ApiError> {
+    /// One finished image as the reply's `data` entry: BFL's URL, or the image in base64. A
+    /// base64 image keeps its share of the b64 budget until the reply is built (`Delivered`).
+    pub async fn datum(&self, finished: &Finished, wanted: Wanted) -> Result<Delivered, ApiError> {
         Ok(match wanted.response_format {
-            ResponseFormat::Url => ImageDatum {
-                url: Some(finished.sample.to_string()),
-                b64_json: None,
-                revised_prompt: finished.revised_prompt.clone(),
+            ResponseFormat::Url => Delivered {
+                datum: ImageDatum {
+                    url: Some(finished.sample.to_string()),
+                    b64_json: None,
+                    revised_prompt: finished.revised_prompt.clone(),
+                },
+                budget: None,
             },
             ResponseFormat::B64Json => {
                 let (bytes, permit) = self.download(finished, wanted).await?;
@@ -74,11 +92,13 @@ impl Delivery {
                 let encoded = tokio::task::spawn_blocking(move || STANDARD.encode(&bytes))
                     .await
                     .map_err(|e| ApiError::internal(format!("base64 encoding failed: {e}")))?;
-                drop(permit);
-                ImageDatum {
-                    url: None,
-                    b64_json: Some(encoded),
-                    revised_prompt: finished.revised_prompt.clone(),
+                Delivered {
+                    datum: ImageDatum {
+                        url: None,
+                        b64_json: Some(encoded),
+                        revised_prompt: finished.revised_prompt.clone(),
+                    },
+                    budget: Some(permit),
                 }
             }
         })

@@ -103,23 +103,45 @@ impl Dispatcher {
         &self.inner.store
     }
 
+    /// Starts every job of a request, or none: all records are admitted to the store before any
+    /// job is spawned, so a request refused part-way has sent nothing to BFL.
+    pub fn start_all(&self, jobs: Vec<ImageJob>) -> Result<Vec<JobHandle>, ApiError> {
+        let mut admitted = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let id = JobId::new();
+            if self.inner.store.insert(JobRecord::new(id.clone(), job.model.id)).is_err() {
+                for id in &admitted {
+                    self.inner.store.remove(id);
+                }
+                return Err(JobFailure::StoreFull.into());
+            }
+            admitted.push(id);
+        }
+        Ok(jobs.into_iter().zip(admitted).map(|(job, id)| self.spawn(job, id)).collect())
+    }
+
     /// Starts `job` in the background and returns a handle to wait on. Dropping every handle
     /// while the job still waits for a slot drops the job; after its submit it runs to the end.
     pub fn start(&self, job: ImageJob) -> Result<JobHandle, ApiError> {
         let id = JobId::new();
-        let limit = job.model.deadline;
-        let deadline = Instant::now() + limit;
         self.inner
             .store
             .insert(JobRecord::new(id.clone(), job.model.id))
             .map_err(|_| ApiError::from(JobFailure::StoreFull))?;
+        Ok(self.spawn(job, id))
+    }
+
+    /// Spawns a job whose record is in the store.
+    fn spawn(&self, job: ImageJob, id: JobId) -> JobHandle {
+        let limit = job.model.deadline;
+        let deadline = Instant::now() + limit;
         let (tx, rx) = watch::channel(JobStatus::Queued);
         let reporter = Reporter::new(id.clone(), job.model.id, tx, self.inner.store.clone());
         let abandon = CancellationToken::new();
         let inner = self.inner.clone();
         let cancelled = abandon.clone();
         self.inner.tracker.spawn(async move { inner.execute(job, reporter, deadline, cancelled).await });
-        Ok(JobHandle::new(id, rx, deadline, limit, abandon.drop_guard()))
+        JobHandle::new(id, rx, deadline, limit, abandon.drop_guard())
     }
 }
 

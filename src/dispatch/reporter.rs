@@ -57,11 +57,11 @@ impl Drop for Reporter {
     /// must not leave a record running forever in the store.
     fn drop(&mut self) {
         if !self.tx.borrow().is_terminal() {
+            let failure = JobStatus::Failed(JobFailure::Unfollowable("the job stopped unexpectedly"));
             // A forgotten job has no record; updating a missing record does nothing.
-            self.store.update(
-                &self.id,
-                JobStatus::Failed(JobFailure::Unfollowable("the job stopped unexpectedly")),
-            );
+            self.store.update(&self.id, failure.clone());
+            // Whoever waits learns the same, rather than a closed channel.
+            self.tx.send_replace(failure);
         }
     }
 }

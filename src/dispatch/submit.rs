@@ -59,6 +59,11 @@ impl Inner {
                     Err(_) => return Admission::Refused(JobFailure::TooLate),
                 },
             };
+            if abandon.is_cancelled() {
+                // The client left while the slot was being taken: nothing has been sent yet.
+                lease.release().await;
+                return Admission::Abandoned;
+            }
             reporter.set(JobStatus::Submitted);
             let error = match self.send(&lease, job, body, deadline).await {
                 Ok(reply) => return Admission::Accepted { lease, reply },

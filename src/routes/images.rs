@@ -7,7 +7,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::delivery::{Delivery, Wanted};
+use crate::delivery::{Delivered, Delivery, Wanted};
 use crate::error::ApiError;
 use crate::job::ImageJob;
 use crate::openai::JsonFields;
@@ -65,8 +65,7 @@ const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
 async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
     let (response_format, output_format, limit, asked) =
         (job.response_format, job.output_format, job.model.deadline, job.n);
-    let handles =
-        job.fan_out().into_iter().map(|job| state.dispatcher.start(job)).collect::<Result<Vec<_>, _>>()?;
+    let handles = state.dispatcher.start_all(job.fan_out())?;
     let deadline = handles.iter().map(|h| h.deadline()).min().unwrap_or_else(tokio::time::Instant::now);
     let wanted = Wanted { response_format, output_format, deadline, limit };
     let images = handles.into_iter().map(|handle| async move {
@@ -75,10 +74,13 @@ async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
         // not for the whole wait of every request in flight.
         Box::pin(state.delivery.datum(&finished, wanted)).await
     });
-    let (mut data, mut failures) = (Vec::new(), Vec::new());
+    let (mut data, mut budget, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for image in futures_util::future::join_all(images).await {
-        match image {
-            Ok(datum) => data.push(datum),
+        match image.map(Delivered::into_parts) {
+            Ok((datum, held)) => {
+                data.push(datum);
+                budget.extend(held);
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -93,6 +95,8 @@ async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
         tracing::warn!(asked, failed, first = %failures[0], "some images of the request failed; replying with the rest");
     }
     let mut response = Json(Delivery::response(data, wanted)).into_response();
+    // The reply is serialised: the images' share of the b64 budget can go.
+    drop(budget);
     if asked > 1 {
         response.headers_mut().insert(FAILED_IMAGES, HeaderValue::from(failed));
     }
