@@ -195,19 +195,10 @@ impl Settings {
             check_known(&known, [key], || format!("the environment ({name})"))?;
         }
         builder = builder.add_source(
-            Environment::with_prefix("FLUXGATE")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("server.api_keys")
-                .with_list_parse_key("upstream.keys")
-                .with_list_parse_key("upstream.key_names")
-                .with_list_parse_key("upstream.allowed_hosts")
-                .with_list_parse_key("upstream.key_caps"),
+            Environment::with_prefix("FLUXGATE").prefix_separator("__").separator("__").try_parsing(true),
         );
-        // The environment source turns values that look like numbers into numbers before it
-        // splits lists (a token `0123` would become 123): list variables are read as written.
+        // List variables are split here, as written: the environment source would turn a value
+        // that looks like a number into one first (a token `0123` would become 123).
         for key in LIST_KEYS {
             let name = format!("{ENV_PREFIX}{}", key.replace('.', "__")).to_ascii_uppercase();
             if let Some(raw) = std::env::vars().find_map(|(n, v)| n.eq_ignore_ascii_case(&name).then_some(v))

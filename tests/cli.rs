@@ -82,6 +82,19 @@ fn status_of(port: u16, path: &str, token: Option<&str>) -> u16 {
     reply.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
 }
 
+/// `fluxgate health` against `port` until it succeeds, for at most 20 s.
+fn healthy_within_20s(port: u16) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let out = run(fluxgate().arg("health").env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")));
+        if out.status.success() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -108,18 +121,7 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
         .spawn()
         .expect("starts");
     let mut running = Running(child);
-    let started = Instant::now();
-    let ready = loop {
-        let out = run(fluxgate().arg("health").env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")));
-        if out.status.success() {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(ready, "the gateway answered /healthz on the configured port");
+    assert!(healthy_within_20s(port), "the gateway answered /healthz on the configured port");
     // Client tokens given as one comma-separated string: each is accepted, nothing else is.
     assert_eq!(status_of(port, "/v1/models", Some("tok-b")), 200);
     assert_eq!(status_of(port, "/v1/models", Some("tok-a")), 200);
@@ -156,14 +158,7 @@ fn a_list_variable_that_looks_like_a_number_is_read_as_written() {
         .spawn()
         .expect("starts");
     let _running = Running(child);
-    let started = Instant::now();
-    while !run(fluxgate().arg("health").env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")))
-        .status
-        .success()
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "the gateway became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(healthy_within_20s(port), "the gateway became ready");
     assert_eq!(status_of(port, "/v1/models", Some("0123")), 200, "the token keeps its leading zero");
     assert_eq!(status_of(port, "/v1/models", Some("123")), 401);
 }
