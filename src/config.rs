@@ -11,12 +11,13 @@ use reqwest::Url;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::batch::BatchSettings;
 use crate::bfl::{AllowList, BflSettings};
 use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::delivery::DeliverySettings;
 use crate::dispatch::DispatchSettings;
-use crate::job::JobLimits;
+use crate::job::{JobRules, ResponseFormat};
 use crate::records::StoreSettings;
 use crate::state::ServerSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
@@ -50,6 +51,7 @@ struct RawSettings {
     upstream: RawUpstream,
     uploads: RawUploads,
     jobs: RawJobs,
+    delivery: RawDelivery,
     telemetry: RawTelemetry,
     #[serde(default)]
     models: RawModels,
@@ -131,6 +133,14 @@ struct RawJobs {
     result_ttl_secs: u64,
     max_records: usize,
     max_n: u32,
+    idempotency_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    default_response_format: String,
+    keepalive_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,10 +160,11 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub uploads: UploadSettings,
     pub jobs: StoreSettings,
+    pub batches: BatchSettings,
     pub models: HashMap<String, ModelOverride>,
     /// Other names for models (`[models.aliases]`).
     pub aliases: HashMap<String, String>,
-    pub job_limits: JobLimits,
+    pub job_rules: JobRules,
 }
 
 /// Where settings come from, in increasing priority.
@@ -293,16 +304,17 @@ impl TryFrom<RawSettings> for Settings {
     type Error = ConfigError;
 
     fn try_from(raw: RawSettings) -> Result<Self, ConfigError> {
-        let RawSettings { server, upstream, uploads, jobs, telemetry, models } = raw;
+        let RawSettings { server, upstream, uploads, jobs, delivery, telemetry, models } = raw;
         Ok(Settings {
             server: server_settings(server)?,
             telemetry: telemetry_settings(&telemetry)?,
             capacity: capacity_settings(&upstream)?,
             dispatch: dispatch_settings(&upstream)?,
-            delivery: delivery_settings(&upstream)?,
+            delivery: delivery_settings(&upstream, &delivery)?,
             upstream: bfl_settings(&upstream)?,
             uploads: upload_settings(&uploads)?,
-            job_limits: job_limits(&jobs)?,
+            job_rules: job_rules(&jobs, &delivery)?,
+            batches: batch_settings(&jobs)?,
             jobs: store_settings(&jobs)?,
             models: models.overrides,
             aliases: models.aliases,
@@ -391,7 +403,10 @@ fn bfl_settings(raw: &RawUpstream) -> Result<BflSettings, ConfigError> {
     })
 }
 
-fn delivery_settings(raw: &RawUpstream) -> Result<DeliverySettings, ConfigError> {
+fn delivery_settings(raw: &RawUpstream, delivery: &RawDelivery) -> Result<DeliverySettings, ConfigError> {
+    if !(1..=300).contains(&delivery.keepalive_secs) {
+        return Err(invalid("delivery.keepalive_secs", "must be 1 to 300"));
+    }
     if raw.max_result_bytes == 0 {
         return Err(invalid("upstream.max_result_bytes", "must be positive"));
     }
@@ -401,6 +416,7 @@ fn delivery_settings(raw: &RawUpstream) -> Result<DeliverySettings, ConfigError>
     Ok(DeliverySettings {
         max_result_bytes: raw.max_result_bytes,
         max_b64_inflight_bytes: raw.max_b64_inflight_bytes,
+        keepalive: Duration::from_secs(delivery.keepalive_secs),
     })
 }
 
@@ -489,11 +505,25 @@ fn upload_settings(raw: &RawUploads) -> Result<UploadSettings, ConfigError> {
     })
 }
 
-fn job_limits(raw: &RawJobs) -> Result<JobLimits, ConfigError> {
+fn job_rules(raw: &RawJobs, delivery: &RawDelivery) -> Result<JobRules, ConfigError> {
     if !(1..=100).contains(&raw.max_n) {
         return Err(invalid("jobs.max_n", "must be 1 to 100"));
     }
-    Ok(JobLimits { max_n: raw.max_n })
+    let default_response_format = match delivery.default_response_format.trim() {
+        "url" => ResponseFormat::Url,
+        "b64_json" => ResponseFormat::B64Json,
+        _ => return Err(invalid("delivery.default_response_format", "must be \"url\" or \"b64_json\"")),
+    };
+    Ok(JobRules { max_n: raw.max_n, default_response_format })
+}
+
+fn batch_settings(raw: &RawJobs) -> Result<BatchSettings, ConfigError> {
+    at_most_a_day("jobs.idempotency_ttl_secs", raw.idempotency_ttl_secs)?;
+    Ok(BatchSettings {
+        result_ttl: Duration::from_secs(raw.result_ttl_secs),
+        idempotency_ttl: Duration::from_secs(raw.idempotency_ttl_secs),
+        max_entries: raw.max_records,
+    })
 }
 
 fn store_settings(raw: &RawJobs) -> Result<StoreSettings, ConfigError> {

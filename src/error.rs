@@ -17,6 +17,14 @@ pub enum ApiError {
     InvalidRequest { message: String, param: Option<String>, code: &'static str },
     #[error("missing or invalid client token")]
     Unauthorized,
+    /// The `Idempotency-Key` was used before with a different request.
+    #[error(
+        "this Idempotency-Key was already used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// No such async job for this client (another client's jobs are as unknown as missing ones).
+    #[error("no job `{0}`")]
+    JobNotFound(String),
     /// BFL moderated the prompt or the result. Not billed.
     #[error("{message}")]
     Moderated { message: String },
@@ -93,6 +101,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -111,6 +121,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
+            | ApiError::IdempotencyKeyReused
+            | ApiError::JobNotFound(_)
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
@@ -131,6 +143,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { code, .. } => Some(code),
             ApiError::Unauthorized => Some("invalid_api_key"),
+            ApiError::IdempotencyKeyReused => Some("idempotency_key_reused"),
+            ApiError::JobNotFound(_) => Some("job_not_found"),
             ApiError::Moderated { .. } => Some("moderation_blocked"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::RouteNotFound(_) => Some("unknown_url"),
@@ -152,8 +166,10 @@ impl ApiError {
             | ApiError::PayloadTooLarge { param, .. }
             | ApiError::Overloaded { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) => Some("model"),
+            ApiError::JobNotFound(_) => Some("id"),
             ApiError::BodyTimeout
             | ApiError::Unauthorized
+            | ApiError::IdempotencyKeyReused
             | ApiError::Moderated { .. }
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
@@ -170,6 +186,8 @@ impl ApiError {
     fn should_retry(&self) -> Option<bool> {
         match self {
             ApiError::InvalidRequest { .. }
+            | ApiError::IdempotencyKeyReused
+            | ApiError::JobNotFound(_)
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
@@ -197,6 +215,8 @@ impl ApiError {
             ApiError::BodyTimeout
             | ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
+            | ApiError::IdempotencyKeyReused
+            | ApiError::JobNotFound(_)
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
@@ -224,8 +244,10 @@ struct Details<'a> {
     code: Option<&'static str>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The OpenAI error object, `{"error": {"message", "type", "param", "code"}}`: the body of an
+    /// error reply, the data of a stream's `error` event, the `error` of a failed async job.
+    pub fn body(&self) -> serde_json::Value {
         let body = Body {
             error: Details {
                 message: self.to_string(),
@@ -234,7 +256,13 @@ impl IntoResponse for ApiError {
                 code: self.code(),
             },
         };
-        let mut response = (self.status(), axum::Json(body)).into_response();
+        serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
         let headers = response.headers_mut();
         if let Some(retry) = self.should_retry() {
             headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));

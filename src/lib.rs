@@ -7,9 +7,11 @@
 //! every module's settings; `error` is the one client-facing error type. The BFL simulator used by
 //! demo mode, tests and benchmarks is its own crate, `bfl-sim`.
 
+pub mod batch;
 pub mod bfl;
 pub mod capacity;
 pub mod catalog;
+pub mod clients;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;

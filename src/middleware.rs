@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tracing::Instrument;
 
+use crate::clients::Caller;
 use crate::error::{ApiError, ErrorCause};
 use crate::state::AppState;
 
@@ -49,9 +50,11 @@ pub async fn request_id(req: Request, next: Next) -> Response {
 
 /// Checks `Authorization: Bearer <token>` against the configured client tokens in constant time
 /// (hashing first, so neither content nor length leaks). No tokens configured: open.
-pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The caller (`clients::Caller`) goes into the request's extensions for the handlers.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let keys = &state.server.api_keys;
     if keys.is_empty() {
+        req.extensions_mut().insert(Caller::anonymous());
         return next.run(req).await;
     }
     let presented = req
@@ -65,7 +68,11 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     let matched = keys.iter().fold(Choice::from(0), |found, key| {
         found | Sha256::digest(key.expose_secret().as_bytes()).ct_eq(&presented)
     });
-    if bool::from(matched) { next.run(req).await } else { ApiError::Unauthorized.into_response() }
+    if !bool::from(matched) {
+        return ApiError::Unauthorized.into_response();
+    }
+    req.extensions_mut().insert(Caller::from_token_digest(&presented));
+    next.run(req).await
 }
 
 /// A declared `Content-Length` above `limit` is a 413 before any of the body is read.

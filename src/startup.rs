@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
+use crate::batch::Batches;
 use crate::bfl::BflClient;
 use crate::capacity::{KeyPool, LocalLedger};
 use crate::catalog::{Catalog, CatalogError};
@@ -41,5 +42,14 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
     let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
     let delivery = Delivery::new(client, settings.delivery);
-    Ok(AppState::from_parts(settings.server, uploads, catalog, dispatcher, delivery, settings.job_limits))
+    let batches = Batches::new(settings.batches);
+    Ok(AppState::from_parts(
+        settings.server,
+        uploads,
+        catalog,
+        dispatcher,
+        delivery,
+        batches,
+        settings.job_rules,
+    ))
 }

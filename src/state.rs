@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::batch::Batches;
 use crate::catalog::Catalog;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
-use crate::job::JobLimits;
+use crate::job::JobRules;
 use crate::upload::Uploads;
 
 /// The HTTP side: where to listen, who may call, and how shutdown drains.
@@ -42,8 +43,10 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
     /// Request rules set by configuration (`jobs.max_n`).
-    pub job_limits: JobLimits,
+    pub job_rules: JobRules,
     pub delivery: Delivery,
+    /// Async jobs and idempotency keys.
+    pub batches: Arc<Batches>,
     draining: Arc<AtomicBool>,
 }
 
@@ -55,10 +58,12 @@ impl AppState {
         catalog: Catalog,
         dispatcher: Dispatcher,
         delivery: Delivery,
-        job_limits: JobLimits,
+        batches: Batches,
+        job_rules: JobRules,
     ) -> AppState {
         AppState {
-            job_limits,
+            batches: Arc::new(batches),
+            job_rules,
             server: Arc::new(server),
             uploads: Arc::new(uploads),
             catalog: Arc::new(catalog),

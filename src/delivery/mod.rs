@@ -5,7 +5,7 @@
 mod download;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::bfl::BflClient;
 use crate::error::ApiError;
 use crate::job::{OutputFormat, ResponseFormat};
-use crate::openai::{ImageDatum, ImagesResponse};
+use crate::openai::ImageDatum;
 use crate::records::Finished;
 
 /// Bounds on what delivery fetches.
@@ -26,6 +26,8 @@ pub struct DeliverySettings {
     /// Most result bytes held at once, across all `b64_json` replies being built. Each image
     /// also becomes 4/3 as many bytes of base64 text while it is encoded.
     pub max_b64_inflight_bytes: usize,
+    /// How often a streamed reply sends a keep-alive comment while its job runs.
+    pub keepalive: Duration,
 }
 
 #[derive(Clone)]
@@ -74,6 +76,11 @@ impl Delivery {
         Delivery { client, settings, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib }
     }
 
+    /// How often a streamed reply says it is alive.
+    pub fn keepalive(&self) -> Duration {
+        self.settings.keepalive
+    }
+
     /// One finished image as the reply's `data` entry: BFL's URL, or the image in base64. A
     /// base64 image keeps its share of the b64 budget until the reply is built (`Delivered`).
     pub async fn datum(&self, finished: &Finished, wanted: Wanted) -> Result<Delivered, ApiError> {
@@ -102,11 +109,5 @@ impl Delivery {
                 }
             }
         })
-    }
-
-    /// The Images API reply for `data`, in order.
-    pub fn response(data: Vec<ImageDatum>, wanted: Wanted) -> ImagesResponse {
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        ImagesResponse { created, data, output_format: wanted.output_format.as_str() }
     }
 }

@@ -1,5 +1,5 @@
 //! `JobHandle`: what a caller holds while a job runs. It waits for the job's end up to the model's
-//! deadline; dropping it before the submit drops the job.
+//! deadline; dropping every clone of it before the submit drops the job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +11,14 @@ use tokio_util::sync::DropGuard;
 use crate::error::ApiError;
 use crate::records::{Finished, JobFailure, JobId, JobStatus};
 
+#[derive(Clone)]
 pub struct JobHandle {
     id: JobId,
     status: watch::Receiver<JobStatus>,
     deadline: Instant,
     limit: Duration,
-    /// Cancels the job's wait for a slot when the handle goes.
-    _abandon: DropGuard,
+    /// Cancels the job's wait for a slot when the last clone goes.
+    _abandon: Arc<DropGuard>,
 }
 
 impl JobHandle {
@@ -28,7 +29,7 @@ impl JobHandle {
         limit: Duration,
         abandon: DropGuard,
     ) -> JobHandle {
-        JobHandle { id, status, deadline, limit, _abandon: abandon }
+        JobHandle { id, status, deadline, limit, _abandon: Arc::new(abandon) }
     }
 
     pub fn id(&self) -> &JobId {
@@ -45,10 +46,19 @@ impl JobHandle {
         self.status.borrow().clone()
     }
 
+    /// Waits for the job's end, however long it takes (a job task always ends: its task's
+    /// lifetime is bounded). A job task gone without a word counts as failed.
+    pub async fn settled(&self) -> JobStatus {
+        let mut status = self.status.clone();
+        let ended = status.wait_for(JobStatus::is_terminal).await.map(|s| s.clone());
+        ended.unwrap_or(JobStatus::Failed(JobFailure::Unfollowable("the job stopped unexpectedly")))
+    }
+
     /// Waits for the image, or the job's failure, until the model's deadline (504 past it; the
     /// job itself goes on following BFL's task in the background).
-    pub async fn outcome(mut self) -> Result<Arc<Finished>, ApiError> {
-        let ended = timeout_at(self.deadline, self.status.wait_for(JobStatus::is_terminal))
+    pub async fn outcome(&self) -> Result<Arc<Finished>, ApiError> {
+        let mut status = self.status.clone();
+        let ended = timeout_at(self.deadline, status.wait_for(JobStatus::is_terminal))
             .await
             .map(|waited| waited.map(|status| status.clone()));
         let status = match ended {

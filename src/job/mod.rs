@@ -31,9 +31,11 @@ impl OutputFormat {
 
 /// Request rules set by configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobLimits {
+pub struct JobRules {
     /// Most images one request may ask for with `n` (`jobs.max_n`).
     pub max_n: u32,
+    /// What a request that names no `response_format` gets (`delivery.default_response_format`).
+    pub default_response_format: ResponseFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,12 @@ pub struct ImageJob {
     pub references: Vec<Reference>,
     /// Images asked for; `fan_out` makes one job of each.
     pub n: u32,
+    /// The reply is an event stream (`stream: true`).
+    pub stream: bool,
 }
+
+/// Most `partial_images` OpenAI accepts; BFL sends no previews, so none are ever sent.
+const MAX_PARTIAL_IMAGES: i64 = 3;
 
 const DEFAULT_SAFETY: i64 = 2;
 
@@ -72,7 +79,7 @@ impl ImageJob {
         fields: &Fields,
         catalog: &Catalog,
         default_model: &str,
-        limits: JobLimits,
+        limits: JobRules,
     ) -> Result<ImageJob, ApiError> {
         let model_id = fields.string("model")?.map(str::trim).unwrap_or(default_model);
         let model =
@@ -91,14 +98,21 @@ impl ImageJob {
             // Within 1..=max_n, which fits.
             Some(n) => u32::try_from(n).unwrap_or(1),
         };
-        if fields.boolean("stream")? == Some(true) {
-            return Err(ApiError::invalid("stream", "streaming is not supported; omit `stream`"));
+        let stream = fields.boolean("stream")?.unwrap_or(false);
+        if let Some(partial) = fields.integer("partial_images")?
+            && !(0..=MAX_PARTIAL_IMAGES).contains(&partial)
+        {
+            return Err(ApiError::invalid(
+                "partial_images",
+                format!("`partial_images` must be between 0 and {MAX_PARTIAL_IMAGES}"),
+            ));
         }
         if fields.string("background")?.map(str::trim) == Some("transparent") {
             return Err(ApiError::invalid("background", "FLUX cannot render transparent backgrounds"));
         }
         let response_format = match fields.string("response_format")?.map(str::trim) {
-            None | Some("url") => ResponseFormat::Url,
+            None => limits.default_response_format,
+            Some("url") => ResponseFormat::Url,
             Some("b64_json") => ResponseFormat::B64Json,
             Some(other) => {
                 return Err(ApiError::invalid(
@@ -174,6 +188,7 @@ impl ImageJob {
             response_format,
             references: Vec::new(),
             n,
+            stream,
         })
     }
 
@@ -183,7 +198,7 @@ impl ImageJob {
         references: Vec<Reference>,
         catalog: &Catalog,
         default_model: &str,
-        limits: JobLimits,
+        limits: JobRules,
     ) -> Result<ImageJob, ApiError> {
         let mut job = ImageJob::parse(fields, catalog, default_model, limits).await?;
         let model = &job.model;

@@ -87,6 +87,24 @@ impl Fields {
             Some(Raw::Json(_)) => Err(wrong()),
         }
     }
+
+    /// Every field as `(name, value)`, sorted by name, each value in one canonical text (JSON's
+    /// own objects are key-sorted): two requests with the same fields give the same list.
+    pub fn canonical(&self) -> Vec<(&str, String)> {
+        let mut all: Vec<(&str, String)> = self
+            .values
+            .iter()
+            .map(|(name, raw)| {
+                let text = match raw {
+                    Raw::Text(s) | Raw::Json(Value::String(s)) => format!("s:{s}"),
+                    Raw::Json(v) => format!("j:{v}"),
+                };
+                (name.as_str(), text)
+            })
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,13 @@ impl JobId {
     }
 }
 
+/// Looked up by the id a client sends.
+impl std::borrow::Borrow<str> for JobId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Default for JobId {
     fn default() -> JobId {
         JobId::new()

@@ -1,43 +1,101 @@
-//! `POST /v1/images/generations` and `POST /v1/images/edits`: read, validate, dispatch, deliver.
+//! `POST /v1/images/generations` and `POST /v1/images/edits` (a JSON reply, or an event stream
+//! with `stream: true`), and their async forms: `POST /v1/async/images/generations`,
+//! `POST /v1/async/images/edits` (202 with a job) and `GET /v1/async/jobs/{id}`. Each reads and
+//! validates the request, starts its batch (or joins the one its `Idempotency-Key` started), and
+//! presents it.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 
-use crate::delivery::{Delivered, Delivery, Wanted};
+use crate::batch::{Batch, Claim, IdempotencyKey, Kind, Phase, fingerprint, stream};
+use crate::clients::Caller;
 use crate::error::ApiError;
 use crate::job::ImageJob;
-use crate::openai::JsonFields;
+use crate::openai::{Fields, ImagesResponse, JsonFields};
 use crate::state::AppState;
 use crate::upload::{self, EditUpload, RefRule};
 
+/// Header saying how many of the `n` images asked for failed (the reply carries the others).
+const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
+
 pub(super) async fn create_image(
     State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
-    let job = ImageJob::parse(&fields, &state.catalog, &state.server.default_model, state.job_limits).await?;
-    run(&state, job).await
+    let job = parse_generation(&state, &fields).await?;
+    let batch = begin(&state, caller, &headers, "generations", &fields, job, Kind::Generation).await?;
+    present(&state, batch.batch().clone()).await
 }
 
 /// Multipart (what the SDKs send) or the JSON form with `images: [{"image_url": …}]`.
 pub(super) async fn edit_image(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let upload = read_edit(&state, &headers, body).await?;
+    let (fields, job) = parse_edit(&state, &headers, body).await?;
+    let batch = begin(&state, caller, &headers, "edits", &fields, job, Kind::Edit).await?;
+    present(&state, batch.batch().clone()).await
+}
+
+pub(super) async fn create_image_async(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonFields(fields): JsonFields,
+) -> Result<Response, ApiError> {
+    let job = parse_generation(&state, &fields).await?;
+    submit_async(&state, caller, &headers, "async/generations", &fields, job, Kind::Generation).await
+}
+
+pub(super) async fn edit_image_async(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (fields, job) = parse_edit(&state, &headers, body).await?;
+    submit_async(&state, caller, &headers, "async/edits", &fields, job, Kind::Edit).await
+}
+
+pub(super) async fn get_async_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let batch = state.batches.job(&caller, &id).ok_or(ApiError::JobNotFound(id))?;
+    Ok(Json(job_object(&state, &batch).await?).into_response())
+}
+
+async fn parse_generation(state: &AppState, fields: &Fields) -> Result<ImageJob, ApiError> {
+    ImageJob::parse(fields, &state.catalog, &state.server.default_model, state.job_rules).await
+}
+
+async fn parse_edit(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Fields, ImageJob), ApiError> {
+    let upload = read_edit(state, headers, body).await?;
     let job = ImageJob::parse_edit(
         &upload.fields,
         upload.references,
         &state.catalog,
         &state.server.default_model,
-        state.job_limits,
+        state.job_rules,
     )
     .await?;
-    run(&state, job).await
+    Ok((upload.fields, job))
 }
 
 /// Reads either form, refusing as early as it can: a declared length over the per-request cap
@@ -55,50 +113,110 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     upload::read_json_body(body, content_length, uploads, rule).await
 }
 
-/// Header saying how many of the `n` images asked for failed (the reply carries the others).
-const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
+/// Starts the request's batch, or, with an `Idempotency-Key` seen before for the same request,
+/// joins the batch the first one started (running or done): a retry never submits twice.
+async fn begin(
+    state: &AppState,
+    caller: Caller,
+    headers: &HeaderMap,
+    endpoint: &str,
+    fields: &Fields,
+    job: ImageJob,
+    kind: Kind,
+) -> Result<Claim, ApiError> {
+    let Some(key) = IdempotencyKey::from_headers(headers)? else {
+        return Ok(Claim::Started(Arc::new(Batch::start(&state.dispatcher, job, caller, kind)?)));
+    };
+    let print = fingerprint(endpoint, fields, &job.references).await?;
+    let claim = state
+        .batches
+        .claim(&caller, &key, print, || Batch::start(&state.dispatcher, job, caller.clone(), kind))?;
+    if let Claim::Joined(batch) = &claim {
+        tracing::info!(job = %batch.id, "a retry with the same Idempotency-Key joins the first request's job");
+    }
+    Ok(claim)
+}
 
-/// Starts one job per image asked for (each with its own slot), waits for them within the
-/// model's deadline, and delivers the images in order. When some fail, the reply carries the
-/// others and says how many failed; when all fail, the first error is the answer. An image made
-/// for a client that has gone stays in the job store for its TTL.
-async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
-    let (response_format, output_format, limit, asked) =
-        (job.response_format, job.output_format, job.model.deadline, job.n);
-    let handles = state.dispatcher.start_all(job.fan_out())?;
-    let deadline = handles.iter().map(|h| h.deadline()).min().unwrap_or_else(tokio::time::Instant::now);
-    let wanted = Wanted { response_format, output_format, deadline, limit };
-    let images = handles.into_iter().map(|handle| async move {
-        let finished = handle.outcome().await?;
-        // Boxed: the delivery's state (a download, base64) exists only once the image is ready,
-        // not for the whole wait of every request in flight.
-        Box::pin(state.delivery.datum(&finished, wanted)).await
-    });
-    let (mut data, mut budget, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    for image in futures_util::future::join_all(images).await {
-        match image.map(Delivered::into_parts) {
-            Ok((datum, held)) => {
-                data.push(datum);
-                budget.extend(held);
-            }
-            Err(e) => failures.push(e),
-        }
+/// The reply to a synchronous request: the images in JSON once they are ready, or the stream.
+async fn present(state: &AppState, batch: Arc<Batch>) -> Result<Response, ApiError> {
+    if batch.stream {
+        return Ok(stream::respond(
+            batch,
+            state.delivery.clone(),
+            state.delivery.keepalive(),
+            state.dispatcher.tracker(),
+        ));
     }
-    let failed = failures.len();
-    if data.is_empty() {
-        return Err(failures
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| ApiError::internal("a request with no images")));
-    }
-    if failed > 0 {
-        tracing::warn!(asked, failed, first = %failures[0], "some images of the request failed; replying with the rest");
-    }
-    let mut response = Json(Delivery::response(data, wanted)).into_response();
+    let images = batch.images(&state.delivery).await?;
+    let body = ImagesResponse {
+        created: batch.created_at,
+        data: images.data,
+        output_format: batch.wanted.output_format.as_str(),
+    };
+    let mut response = Json(body).into_response();
     // The reply is serialised: the images' share of the b64 budget can go.
-    drop(budget);
-    if asked > 1 {
-        response.headers_mut().insert(FAILED_IMAGES, HeaderValue::from(failed));
+    drop(images.budget);
+    if batch.len() > 1 {
+        response.headers_mut().insert(FAILED_IMAGES, HeaderValue::from(images.failed));
     }
     Ok(response)
+}
+
+/// Starts (or joins) an async job and answers 202 with it at once; the job runs to its end
+/// whether or not anyone asks for it, and is kept `jobs.result_ttl_secs` after.
+async fn submit_async(
+    state: &AppState,
+    caller: Caller,
+    headers: &HeaderMap,
+    endpoint: &str,
+    fields: &Fields,
+    job: ImageJob,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    if job.stream {
+        return Err(ApiError::invalid("stream", "async jobs do not stream; poll the job, or omit `stream`"));
+    }
+    state.batches.check_room()?;
+    let claim = begin(state, caller, headers, endpoint, fields, job, kind).await?;
+    let batch = claim.batch().clone();
+    if let Claim::Started(batch) = claim {
+        state.batches.insert_job(batch.clone());
+        let state = state.clone();
+        state.dispatcher.tracker().clone().spawn(async move {
+            batch.settled().await;
+            state.batches.settle(&batch.id);
+        });
+    }
+    Ok((StatusCode::ACCEPTED, Json(job_object(state, &batch).await?)).into_response())
+}
+
+/// An async job as the API shows it: `queued`, `running` (with `progress` when BFL reports one),
+/// `succeeded` with the `data` of the synchronous reply, or `failed` with the OpenAI `error`.
+async fn job_object(state: &AppState, batch: &Batch) -> Result<Value, ApiError> {
+    let mut object = json!({
+        "id": batch.id.as_str(),
+        "object": "image.job",
+        "created_at": batch.created_at,
+        "model": batch.model,
+    });
+    let fields = match batch.phase() {
+        Phase::Queued => json!({"status": "queued"}),
+        Phase::Running { progress } => json!({"status": "running", "progress": progress}),
+        Phase::Settled => match batch.images(&state.delivery).await {
+            Ok(images) => json!({
+                "status": "succeeded",
+                "created": batch.created_at,
+                "data": images.data,
+                "output_format": batch.wanted.output_format.as_str(),
+                "images_failed": images.failed,
+            }),
+            // The job is over, its image cannot be delivered now: the error is this reply's.
+            Err(e) if batch.succeeded() => return Err(e),
+            Err(e) => json!({"status": "failed", "error": e.body()["error"]}),
+        },
+    };
+    if let (Some(object), Value::Object(fields)) = (object.as_object_mut(), fields) {
+        object.extend(fields);
+    }
+    Ok(object)
 }

@@ -55,7 +55,7 @@ fn violations() -> Vec<(Value, u16, &'static str)> {
             "prompt_upsampling",
         ),
         (json!({"model": "flux-2-pro", "prompt": "x", "background": "transparent"}), 400, "background"),
-        (json!({"model": "flux-2-pro", "prompt": "x", "stream": true}), 400, "stream"),
+        (json!({"model": "flux-2-pro", "prompt": "x", "stream": "yes"}), 400, "stream"),
         (json!({"model": "flux-9-imaginary", "prompt": "x"}), 404, "model"),
     ]
 }

@@ -1,0 +1,169 @@
+//! `Batch`: the jobs of one request (one per image asked for), started together and watched
+//! together. A synchronous reply, an event stream, an async job and an idempotency key all refer
+//! to a batch; `Batches` (`registry`) finds one again by async id or by idempotency key.
+
+mod idempotency;
+mod registry;
+pub mod stream;
+
+pub use idempotency::{IdempotencyKey, fingerprint};
+pub use registry::{BatchSettings, Batches, Claim};
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::clients::Caller;
+use crate::delivery::{Delivered, Delivery, Wanted};
+use crate::dispatch::{Dispatcher, JobHandle};
+use crate::error::ApiError;
+use crate::job::ImageJob;
+use crate::openai::ImageDatum;
+use crate::records::{Finished, JobId, JobStatus};
+
+/// Which endpoint a batch came through: it names the stream's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Generation,
+    Edit,
+}
+
+/// Where a batch stands, as an async job reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Every job still waits for a slot.
+    Queued,
+    /// Some job has gone to BFL; `progress` (0–1) is the mean of what BFL reported.
+    Running { progress: Option<f64> },
+    /// Every job has ended.
+    Settled,
+}
+
+pub struct Batch {
+    /// The async job's id (`job_…`); also the id of the first image's job record.
+    pub id: JobId,
+    pub owner: Caller,
+    /// Unix seconds; the `created` of every reply made from this batch, so replays are identical.
+    pub created_at: u64,
+    pub model: &'static str,
+    pub kind: Kind,
+    pub wanted: Wanted,
+    /// The client asked for an event stream.
+    pub stream: bool,
+    handles: Vec<JobHandle>,
+}
+
+/// The images of a batch ready to send, with their share of the b64 budget (kept until the reply
+/// is serialised), and how many of the images asked for failed.
+pub struct Images {
+    pub data: Vec<ImageDatum>,
+    pub failed: usize,
+    pub budget: Vec<OwnedSemaphorePermit>,
+}
+
+impl Batch {
+    /// Starts one job per image `job` asks for (all or none).
+    pub fn start(
+        dispatcher: &Dispatcher,
+        job: ImageJob,
+        owner: Caller,
+        kind: Kind,
+    ) -> Result<Batch, ApiError> {
+        let (model, limit) = (job.model.id, job.model.deadline);
+        let (response_format, output_format, stream) = (job.response_format, job.output_format, job.stream);
+        let handles = dispatcher.start_all(job.fan_out())?;
+        let first = handles.first().ok_or_else(|| ApiError::internal("a request with no images"))?;
+        let id = first.id().clone();
+        let deadline =
+            handles.iter().map(JobHandle::deadline).min().unwrap_or_else(tokio::time::Instant::now);
+        let wanted = Wanted { response_format, output_format, deadline, limit };
+        let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(Batch { id, owner, created_at, model, kind, wanted, stream, handles })
+    }
+
+    /// Images asked for.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    pub fn phase(&self) -> Phase {
+        let statuses: Vec<JobStatus> = self.handles.iter().map(JobHandle::status).collect();
+        if statuses.iter().all(JobStatus::is_terminal) {
+            return Phase::Settled;
+        }
+        if statuses.iter().all(|s| matches!(s, JobStatus::Queued)) {
+            return Phase::Queued;
+        }
+        let reported: Vec<f64> = statuses
+            .iter()
+            .filter_map(|s| match s {
+                JobStatus::Running { progress } => *progress,
+                JobStatus::Succeeded(_) | JobStatus::Failed(_) => Some(1.0),
+                JobStatus::Queued | JobStatus::Submitted => None,
+            })
+            .collect();
+        let progress = (reported.len() == statuses.len() && !reported.is_empty())
+            .then(|| reported.iter().sum::<f64>() / reported.len() as f64);
+        Phase::Running { progress }
+    }
+
+    /// True once some job of the batch may have reached BFL: a retry of this request must join it
+    /// rather than start again (it could pay twice).
+    pub fn reached_upstream(&self) -> bool {
+        self.handles.iter().any(|h| h.status().reached_upstream())
+    }
+
+    /// True when some image of the batch was made.
+    pub fn succeeded(&self) -> bool {
+        self.handles.iter().any(|h| matches!(h.status(), JobStatus::Succeeded(_)))
+    }
+
+    /// Waits for every job to end, however long BFL takes (each job's life is bounded).
+    pub async fn settled(&self) -> Vec<JobStatus> {
+        futures_util::future::join_all(self.handles.iter().map(JobHandle::settled)).await
+    }
+
+    /// Each image's outcome, waiting until the batch's deadline (504 for the ones not done).
+    pub async fn outcomes(&self) -> Vec<Result<Arc<Finished>, ApiError>> {
+        futures_util::future::join_all(self.handles.iter().map(JobHandle::outcome)).await
+    }
+
+    /// Each image as the reply's `data` entry, in order, delivered as the client asked. When some
+    /// fail the others are still delivered; when all fail, the first error is the answer.
+    pub async fn images(&self, delivery: &Delivery) -> Result<Images, ApiError> {
+        let wanted = self.wanted;
+        let images = self.handles.iter().map(|handle| async move {
+            let finished = handle.outcome().await?;
+            // Boxed: the delivery's state (a download, base64) exists only once the image is
+            // ready, not for the whole wait of every request in flight.
+            Box::pin(delivery.datum(&finished, wanted)).await
+        });
+        let (mut data, mut budget, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        for image in futures_util::future::join_all(images).await {
+            match image.map(Delivered::into_parts) {
+                Ok((datum, held)) => {
+                    data.push(datum);
+                    budget.extend(held);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let failed = failures.len();
+        let Some(first) = failures.into_iter().next() else { return Ok(Images { data, failed, budget }) };
+        if data.is_empty() {
+            return Err(first);
+        }
+        tracing::warn!(job = %self.id, asked = self.len(), failed, first = %first, "some images of the request failed; replying with the rest");
+        Ok(Images { data, failed, budget })
+    }
+
+    /// The jobs' handles, for a stream that follows them one by one.
+    pub fn handles(&self) -> &[JobHandle] {
+        &self.handles
+    }
+}
