@@ -272,6 +272,59 @@ async function main() {
     },
   ]);
   gen.push([
+    'generate stream: true -> image_generation.completed',
+    async () => {
+      const stream = await client.images.generate({ model: 'flux-2-klein-4b', prompt: PROMPT, size: '512x384', stream: true });
+      const types = [];
+      let done;
+      for await (const event of stream) {
+        types.push(event.type);
+        if (event.type === 'image_generation.completed') done = event;
+      }
+      expect(done, `a completed event, got ${types.join(', ')}`);
+      const buf = Buffer.from(done.b64_json, 'base64');
+      const dims = dimensions(buf);
+      expect(dims && dims[0] === 512 && dims[1] === 384, `size ${dims}`);
+      return `${types.length} event(s), ${checkImageBytes(buf, null)} ${buf.length} B`;
+    },
+  ]);
+  gen.push([
+    'generate stream: true [moderate-content] -> the SDK throws code=moderation_blocked',
+    async () => {
+      try {
+        const stream = await client.images.generate({ model: 'flux-2-klein-4b', prompt: 'a harbour [moderate-content]', stream: true });
+        for await (const _ of stream) {
+          // read to the end
+        }
+      } catch (e) {
+        expect(e instanceof OpenAI.APIError, `an APIError, got ${e?.constructor?.name}`);
+        const code = e.code ?? e.error?.code;
+        expect(code === 'moderation_blocked', `code ${code}`);
+        return `${e.constructor.name}: ${e.message}`;
+      }
+      throw new CheckFailed('the stream ended without throwing the moderation error');
+    },
+  ]);
+  gen.push([
+    'generate with Idempotency-Key, SDK retry after a timeout -> one submit',
+    async () => {
+      const sim = process.env.FLUXGATE_SIM_URL;
+      expect(sim, 'FLUXGATE_SIM_URL is not set: cannot count submits');
+      const marker = `idem-${Math.random().toString(16).slice(2, 10)}`;
+      const body = { model: 'flux-2-klein-4b', prompt: `${marker} [slow:2000]` };
+      const headers = { 'Idempotency-Key': `key-${marker}` };
+      // The first attempt times out while BFL works; the SDK retries with the same headers and the
+      // retry joins the running job instead of submitting again.
+      const resp = await client.images.generate(body, { headers, timeout: 1500, maxRetries: 3 });
+      const again = await client.images.generate(body, { headers });
+      expect(resp.data[0].url === again.data[0].url, 'a later call with the key gets the same image');
+      const tasks = await (await fetch(`${sim}/sim/tasks`)).json();
+      const reached = tasks.filter((t) => (t.prompt ?? '').includes(marker)).length;
+      expect(reached === 1, `the submit reached the simulator ${reached} times`);
+      return 'retried through a timeout, reached BFL once';
+    },
+  ]);
+  gen.push([
     'generate flux-2-klein-4b n=2 -> two distinct images',
     async () => {
       const resp = await client.images.generate({ model: 'flux-2-klein-4b', prompt: PROMPT, n: 2 });
@@ -370,6 +423,23 @@ async function runEditChecks(client) {
   });
 
   const edits = [
+    [
+      'edit flux-2-klein-4b stream: true -> image_edit.completed',
+      async () => {
+        const stream = await client.images.edit({ model: 'flux-2-klein-4b', image: fs.createReadStream(paths[0]), prompt: 'make it night', stream: true });
+        let done;
+        for await (const event of stream) if (event.type === 'image_edit.completed') done = event;
+        expect(done, 'an image_edit.completed event');
+        return checkImageBytes(Buffer.from(done.b64_json, 'base64'), null);
+      },
+    ],
+    [
+      'edit flux-2-klein-4b response_format=b64_json',
+      async () => {
+        const resp = await client.images.edit({ model: 'flux-2-klein-4b', image: await toFile(pngs[2], 'ref.png'), prompt: 'add a hat', response_format: 'b64_json' });
+        return checkImageBytes(Buffer.from(resp.data[0].b64_json, 'base64'), null);
+      },
+    ],
     // fs.ReadStream bodies make the SDK stream the multipart body: Transfer-Encoding: chunked, no Content-Length.
     [
       'edit flux-kontext-pro image=fs.createReadStream (chunked)',

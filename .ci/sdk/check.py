@@ -283,7 +283,51 @@ def main() -> int:
         expect(all(urls) and urls[0] != urls[1], f"two distinct urls: {urls}")
         return "2 images"
 
+    def stream_generate() -> str:
+        events = list(client.images.generate(model="flux-2-klein-4b", prompt=PROMPT, size="512x384", stream=True))
+        done = [e for e in events if e.type == "image_generation.completed"]
+        expect(len(done) == 1, f"one completed event, got {[e.type for e in events]}")
+        data = base64.b64decode(done[0].b64_json, validate=True)
+        check_image_bytes(data, None)
+        expect(dimensions(data) == (512, 384), f"size {dimensions(data)}")
+        expect(done[0].size == "512x384", f"event size {done[0].size!r}")
+        return f"{len(events)} event(s), {len(data)} B"
+
+    def stream_moderated() -> str:
+        try:
+            for _ in client.images.generate(model="flux-2-klein-4b", prompt="a harbour [moderate-content]", stream=True):
+                pass
+        except openai.APIError as e:
+            code = e.code if isinstance(e.code, str) else (e.body or {}).get("code") if isinstance(e.body, dict) else None
+            expect(code == "moderation_blocked", f"code {code!r} body {e.body!r}")
+            return f"{type(e).__name__}: {e.message}"
+        raise CheckFailed("the stream ended without raising the moderation error")
+
+    def idempotent_retry() -> str:
+        sim = os.environ.get("FLUXGATE_SIM_URL")
+        expect(sim is not None, "FLUXGATE_SIM_URL is not set: cannot count submits")
+        marker = f"idem-{uuid.uuid4().hex[:8]}"
+        key = f"key-{marker}"
+        # The first attempt times out while BFL works; the SDK retries with the same headers and
+        # the retry joins the running job instead of submitting again.
+        retrying = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=3, timeout=1.5)
+        resp = retrying.images.generate(
+            model="flux-2-klein-4b", prompt=f"{marker} [slow:2000]", extra_headers={"Idempotency-Key": key}
+        )
+        again = client.images.generate(
+            model="flux-2-klein-4b", prompt=f"{marker} [slow:2000]", extra_headers={"Idempotency-Key": key}
+        )
+        expect(resp.data[0].url == again.data[0].url, "a later call with the key gets the same image")
+        with urllib.request.urlopen(f"{sim}/sim/tasks", timeout=10) as r:
+            tasks = json.load(r)
+        reached = sum(1 for t in tasks if marker in (t.get("prompt") or ""))
+        expect(reached == 1, f"the submit reached the simulator {reached} times")
+        return "retried through a timeout, reached BFL once"
+
     gen_checks += [
+        ("generate stream=True -> image_generation.completed", stream_generate),
+        ("generate stream=True [moderate-content] -> the SDK raises code=moderation_blocked", stream_moderated),
+        ("generate with Idempotency-Key, SDK retry after a timeout -> one submit", idempotent_retry),
         ("generate flux-2-klein-4b n=2 -> two distinct images", n_two),
         ("generate flux-2-klein-4b response_format=b64_json", b64_json),
         ("generate flux-2-pro extra_body seed/safety_tolerance/output_format=png", extra_body),
@@ -413,7 +457,20 @@ def run_edit_checks(client: openai.OpenAI) -> None:
             param_prefix="image",
         )
 
+    def stream_edit() -> str:
+        with open(paths[0], "rb") as f:
+            events = list(client.images.edit(model="flux-2-klein-4b", image=f, prompt="make it night", stream=True))
+        done = [e for e in events if e.type == "image_edit.completed"]
+        expect(len(done) == 1, f"one completed event, got {[e.type for e in events]}")
+        return check_image_bytes(base64.b64decode(done[0].b64_json, validate=True), None)
+
+    def edit_b64() -> str:
+        resp = client.images.edit(model="flux-2-klein-4b", image=paths[1].read_bytes(), prompt="add a hat", response_format="b64_json")
+        return check_image_bytes(base64.b64decode(resp.data[0].b64_json, validate=True), None)
+
     edit_checks = [
+        ("edit flux-2-klein-4b stream=True -> image_edit.completed", stream_edit),
+        ("edit flux-2-klein-4b response_format=b64_json", edit_b64),
         ("edit flux-kontext-pro image=<file handle>", single_file_handle),
         ("edit flux-2-klein-4b image=<raw bytes>", single_raw_bytes),
         ("edit flux-kontext-pro image[]=1 file", list_of_one),

@@ -10,7 +10,7 @@ use crate::openai::Fields;
 use crate::upload::Reference;
 
 const HEADER: &str = "idempotency-key";
-/// Longest key accepted (Stripe's limit; OpenAI's SDKs send a 40-character one of their own).
+/// Longest key accepted (Stripe's limit). Neither OpenAI SDK sends a key of its own: clients add it.
 const MAX_LEN: usize = 255;
 
 /// A client's idempotency key, as sent.
