@@ -3,6 +3,7 @@
 //! the key names; a key or variable that names nothing stops start-up with one line naming it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::batch::BatchSettings;
 use crate::bfl::{AllowList, BflSettings};
 use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
+use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
 use crate::delivery::DeliverySettings;
 use crate::dispatch::DispatchSettings;
 use crate::job::{JobRules, ResponseFormat};
@@ -22,6 +24,7 @@ use crate::records::StoreSettings;
 use crate::state::ServerSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
 use crate::upload::{UploadLimits, UploadSettings};
+use crate::usage::UsageSettings;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "FLUXGATE__";
@@ -47,11 +50,14 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
+    #[serde(default)]
+    clients: Vec<RawClient>,
     server: RawServer,
     upstream: RawUpstream,
     uploads: RawUploads,
     jobs: RawJobs,
     delivery: RawDelivery,
+    usage: RawUsage,
     telemetry: RawTelemetry,
     #[serde(default)]
     models: RawModels,
@@ -72,6 +78,8 @@ struct RawServer {
     listen: String,
     #[serde(deserialize_with = "strings")]
     api_keys: Vec<String>,
+    auth: String,
+    admin_token_sha256: String,
     max_json_bytes: usize,
     default_model: String,
     drain_delay_ms: u64,
@@ -136,6 +144,25 @@ struct RawJobs {
     idempotency_ttl_secs: u64,
 }
 
+/// One `[[clients]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    id: String,
+    token_sha256: String,
+    models: Option<Vec<String>>,
+    requests_per_minute: Option<u32>,
+    max_concurrent_jobs: Option<u32>,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    path: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
@@ -153,6 +180,8 @@ struct RawTelemetry {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub clients: ClientSettings,
+    pub usage: UsageSettings,
     pub telemetry: TelemetrySettings,
     pub upstream: BflSettings,
     pub capacity: CapacitySettings,
@@ -304,8 +333,11 @@ impl TryFrom<RawSettings> for Settings {
     type Error = ConfigError;
 
     fn try_from(raw: RawSettings) -> Result<Self, ConfigError> {
-        let RawSettings { server, upstream, uploads, jobs, delivery, telemetry, models } = raw;
+        let RawSettings { clients, server, upstream, uploads, jobs, delivery, usage, telemetry, models } =
+            raw;
         Ok(Settings {
+            clients: client_settings(&server, clients)?,
+            usage: UsageSettings { path: (!usage.path.trim().is_empty()).then(|| usage.path.trim().into()) },
             server: server_settings(server)?,
             telemetry: telemetry_settings(&telemetry)?,
             capacity: capacity_settings(&upstream)?,
@@ -357,7 +389,6 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
     }
     Ok(ServerSettings {
         listen,
-        api_keys: client_tokens(&raw.api_keys)?,
         max_json_bytes: raw.max_json_bytes,
         default_model: raw.default_model,
         drain_delay: Duration::from_millis(raw.drain_delay_ms),
@@ -367,6 +398,90 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_connections: raw.max_connections,
     })
+}
+
+fn client_settings(server: &RawServer, raw: Vec<RawClient>) -> Result<ClientSettings, ConfigError> {
+    let auth = match server.auth.trim() {
+        "keys" => AuthMode::Keys,
+        "none" => AuthMode::None,
+        other => return Err(invalid("server.auth", format!("`{other}` is not \"keys\" or \"none\""))),
+    };
+    let digest = |key: &'static str, hex_digest: &str| -> Result<[u8; 32], ConfigError> {
+        let bytes = hex::decode(hex_digest.trim()).map_err(|_| {
+            invalid(key, "must be 64 hex digits (the SHA-256 of the token; see `fluxgate keys new`)")
+        })?;
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            invalid(key, "must be 64 hex digits (the SHA-256 of the token; see `fluxgate keys new`)")
+        })
+    };
+    let mut clients = Vec::with_capacity(raw.len());
+    let mut seen = BTreeSet::new();
+    for c in raw {
+        let id = c.id.trim().to_owned();
+        let plain = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if id.is_empty() || id.len() > 64 || !plain(&id) || id == "anonymous" {
+            return Err(invalid(
+                "clients.id",
+                format!("`{id}` must be 1 to 64 letters, digits, `-`, `_` or `.` (and not `anonymous`)"),
+            ));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(invalid("clients.id", format!("`{id}` is used twice")));
+        }
+        let budget = match (c.budget_usd, c.budget_period.as_deref().map(str::trim)) {
+            (None, None) => None,
+            (Some(usd), period) if usd.is_finite() && usd >= 0.0 => Some(Budget {
+                usd,
+                period: match period {
+                    None | Some("month") => Period::Month,
+                    Some("day") => Period::Day,
+                    Some(other) => {
+                        return Err(invalid(
+                            "clients.budget_period",
+                            format!("`{other}` is not \"day\" or \"month\""),
+                        ));
+                    }
+                },
+            }),
+            (Some(_), _) => {
+                return Err(invalid(
+                    "clients.budget_usd",
+                    format!("client `{id}`: must be a positive number"),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "clients.budget_period",
+                    format!("client `{id}`: a period needs budget_usd"),
+                ));
+            }
+        };
+        let positive = |key: &'static str, v: Option<u32>| match v {
+            None => Ok(None),
+            Some(n) => NonZeroU32::new(n).map(Some).ok_or_else(|| invalid(key, "must be positive when set")),
+        };
+        clients.push(ClientConfig {
+            token_sha256: digest("clients.token_sha256", &c.token_sha256)?,
+            models: c.models.map(|m| m.into_iter().map(|s| s.trim().to_owned()).collect()),
+            requests_per_minute: positive("clients.requests_per_minute", c.requests_per_minute)?,
+            max_concurrent_jobs: positive("clients.max_concurrent_jobs", c.max_concurrent_jobs)?,
+            budget,
+            id,
+        });
+    }
+    let admin_token_sha256 = match server.admin_token_sha256.trim() {
+        "" => None,
+        hex_digest => Some(digest("server.admin_token_sha256", hex_digest)?),
+    };
+    let settings =
+        ClientSettings { auth, clients, legacy_tokens: client_tokens(&server.api_keys)?, admin_token_sha256 };
+    if auth == AuthMode::None && settings.has_keys() {
+        return Err(invalid(
+            "server.auth",
+            "is \"none\" (open) but client keys are configured; set it to \"keys\" to check them",
+        ));
+    }
+    Ok(settings)
 }
 
 fn telemetry_settings(raw: &RawTelemetry) -> Result<TelemetrySettings, ConfigError> {
@@ -668,14 +783,15 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains("server.api_keys") && !text.contains('\n'), "{text}");
         }
-        let tokens =
-            |s: &Settings| s.server.api_keys.iter().map(|k| k.expose_secret().to_owned()).collect::<Vec<_>>();
+        let tokens = |s: &Settings| {
+            s.clients.legacy_tokens.iter().map(|k| k.expose_secret().to_owned()).collect::<Vec<_>>()
+        };
         let one_string = api_keys(list(&["a, b"])).expect("a comma-separated string");
         assert_eq!(tokens(&one_string), ["a", "b"]);
         let two_items = api_keys(list(&["a", "b"])).expect("a list");
         assert_eq!(tokens(&two_items), ["a", "b"]);
         let empty = api_keys(list(&[])).expect("an empty list means open");
-        assert!(empty.server.api_keys.is_empty());
+        assert!(empty.clients.legacy_tokens.is_empty());
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub enum ApiError {
     InvalidRequest { message: String, param: Option<String>, code: &'static str },
     #[error("missing or invalid client token")]
     Unauthorized,
+    /// The client's key does not allow this model.
+    #[error("this client key may not use the model `{0}`")]
+    ModelNotAllowed(String),
+    /// The client is over one of its own limits (`code`: rate, concurrency or budget).
+    #[error("{message}")]
+    ClientLimit { code: &'static str, message: String, retry_after: Duration, retry_useful: bool },
     /// The `Idempotency-Key` was used before with a different request.
     #[error(
         "this Idempotency-Key was already used with a different request; use a new key for a new request"
@@ -102,6 +108,8 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::ClientLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
@@ -123,13 +131,14 @@ impl ApiError {
             | ApiError::Unauthorized
             | ApiError::IdempotencyKeyReused
             | ApiError::JobNotFound(_)
+            | ApiError::ModelNotAllowed(_)
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::BodyTimeout => "invalid_request_error",
-            ApiError::Capacity { .. } => "rate_limit_error",
+            ApiError::Capacity { .. } | ApiError::ClientLimit { .. } => "rate_limit_error",
             ApiError::Upstream(_) | ApiError::UpstreamAfterSubmit(_) | ApiError::DeadlineExceeded { .. } => {
                 "upstream_error"
             }
@@ -139,12 +148,15 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> Option<&'static str> {
+    /// The `code` of the OpenAI error object.
+    pub fn code(&self) -> Option<&'static str> {
         match self {
             ApiError::InvalidRequest { code, .. } => Some(code),
             ApiError::Unauthorized => Some("invalid_api_key"),
             ApiError::IdempotencyKeyReused => Some("idempotency_key_reused"),
             ApiError::JobNotFound(_) => Some("job_not_found"),
+            ApiError::ModelNotAllowed(_) => Some("model_not_allowed"),
+            ApiError::ClientLimit { code, .. } => Some(code),
             ApiError::Moderated { .. } => Some("moderation_blocked"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::RouteNotFound(_) => Some("unknown_url"),
@@ -167,9 +179,11 @@ impl ApiError {
             | ApiError::Overloaded { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) => Some("model"),
             ApiError::JobNotFound(_) => Some("id"),
+            ApiError::ModelNotAllowed(_) => Some("model"),
             ApiError::BodyTimeout
             | ApiError::Unauthorized
             | ApiError::IdempotencyKeyReused
+            | ApiError::ClientLimit { .. }
             | ApiError::Moderated { .. }
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
@@ -188,6 +202,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. }
             | ApiError::IdempotencyKeyReused
             | ApiError::JobNotFound(_)
+            | ApiError::ModelNotAllowed(_)
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
@@ -196,7 +211,9 @@ impl ApiError {
             | ApiError::UpstreamAfterSubmit(_)
             | ApiError::Unavailable { .. } => Some(false),
             ApiError::DeadlineExceeded { accepted, .. } => Some(!accepted),
-            ApiError::Capacity { retry_useful, .. } => Some(*retry_useful),
+            ApiError::Capacity { retry_useful, .. } | ApiError::ClientLimit { retry_useful, .. } => {
+                Some(*retry_useful)
+            }
             ApiError::Overloaded { .. } => Some(true),
             // Nothing was submitted: a retry that sends the body promptly is fine.
             ApiError::BodyTimeout
@@ -208,15 +225,16 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Capacity { retry_after, .. } | ApiError::Overloaded { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            ApiError::Capacity { retry_after, .. }
+            | ApiError::Overloaded { retry_after, .. }
+            | ApiError::ClientLimit { retry_after, .. } => Some(*retry_after),
             ApiError::Unavailable { retry_after, .. } => *retry_after,
             ApiError::BodyTimeout
             | ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
             | ApiError::IdempotencyKeyReused
             | ApiError::JobNotFound(_)
+            | ApiError::ModelNotAllowed(_)
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fluxgate::clients::AuthMode;
 use fluxgate::config::{Settings, Sources};
 use fluxgate::server::{serve, shutdown_signal};
 
@@ -32,9 +33,22 @@ enum Command {
     },
     /// Exit 0 when the gateway on this machine answers /healthz (the container health check).
     Health,
+    /// Client keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run only the BFL simulator (for tests and benchmarks run by hand).
     #[cfg(feature = "simulator")]
     Simulate(bfl_sim::cli::SimArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh random client token and the [[clients]] lines that admit it.
+    New {
+        /// The client's id, as usage, metrics and logs will name it.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// The process allocator: jemalloc or mimalloc by feature, otherwise the system's malloc.
@@ -47,9 +61,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Demo mode listens on loopback unless told otherwise: it has no client authentication.
+/// Demo mode listens on loopback unless told otherwise, is open to any client (it says so), keeps
+/// usage in memory and logs text.
 #[cfg(feature = "simulator")]
-const DEMO_OVERLAY: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
+const DEMO_OVERLAY: &str = "[server]\nlisten = \"127.0.0.1:8080\"\nauth = \"none\"\n\n[usage]\npath = \"\"\n\n[telemetry]\nlog_format = \"text\"\n";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -119,6 +134,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => bfl_sim::cli::run(&args).await,
+        Command::Keys(KeysCommand::New { id }) => {
+            let (token, lines) = fluxgate::clients::new_key(&id);
+            println!("token (give it to the client; it is not stored anywhere): {token}\n");
+            println!("add to the gateway's configuration file:\n\n{lines}");
+            Ok(())
+        }
     }
 }
 
@@ -131,16 +152,23 @@ fn load(sources: Sources<'_>) -> Result<Settings, String> {
 
 async fn gateway(settings: Settings, simulator: Option<SocketAddr>) -> Result<(), String> {
     let listen = settings.server.listen;
-    let open = settings.server.api_keys.is_empty();
+    let open = settings.clients.auth == AuthMode::None;
     let upstream = settings.upstream.base_url.clone();
     let key_count = settings.capacity.keys.len();
+    let unguarded = settings.clients.auth == AuthMode::Keys && !settings.clients.has_keys();
     let state = fluxgate::startup::build(settings).map_err(|e| e.to_string())?;
+    // Checked once the rest of the configuration is known to be valid.
+    if unguarded {
+        return Err("no client keys: add [[clients]] entries (`fluxgate keys new --id NAME` prints one) or set server.auth = \"none\" on purpose".into());
+    }
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, %upstream, keys = key_count, "fluxgate listening");
     if open {
-        tracing::warn!("no server.api_keys configured: any client is accepted");
+        tracing::warn!(
+            "server.auth = \"none\": open to any client, without limits (demo mode, or set on purpose)"
+        );
     }
     if let Some(sim) = simulator {
         let base = format!("http://{}", display_addr(local));

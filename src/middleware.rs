@@ -1,22 +1,23 @@
 //! Cross-cutting request handling: request ids, client-token checks, panic containment. The one
 //! place the layer stack is assembled is `server::app`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header::AUTHORIZATION};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
 use tracing::Instrument;
 
-use crate::clients::Caller;
 use crate::error::{ApiError, ErrorCause};
 use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id, in its extensions for handlers that record it (usage events).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
 
 /// A caller's id is kept when it is short and plain; otherwise we make one.
 fn sane(id: &str) -> bool {
@@ -24,7 +25,7 @@ fn sane(id: &str) -> bool {
 }
 
 /// Puts `x-request-id` on every response and runs the request inside a span that carries it.
-pub async fn request_id(req: Request, next: Next) -> Response {
+pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -33,6 +34,7 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    req.extensions_mut().insert(RequestId(Arc::from(id.as_str())));
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
@@ -48,31 +50,16 @@ pub async fn request_id(req: Request, next: Next) -> Response {
     response
 }
 
-/// Checks `Authorization: Bearer <token>` against the configured client tokens in constant time
-/// (hashing first, so neither content nor length leaks). No tokens configured: open.
-/// The caller (`clients::Caller`) goes into the request's extensions for the handlers.
+/// Finds the request's client (`clients::Clients::identify`, constant time) or answers 401; the
+/// `Caller` goes into the request's extensions for the handlers.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let keys = &state.server.api_keys;
-    if keys.is_empty() {
-        req.extensions_mut().insert(Caller::anonymous());
-        return next.run(req).await;
+    match state.clients.identify(req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
     }
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| Sha256::digest(token.trim().as_bytes()));
-    let Some(presented) = presented else { return ApiError::Unauthorized.into_response() };
-    let matched = keys.iter().fold(Choice::from(0), |found, key| {
-        found | Sha256::digest(key.expose_secret().as_bytes()).ct_eq(&presented)
-    });
-    if !bool::from(matched) {
-        return ApiError::Unauthorized.into_response();
-    }
-    req.extensions_mut().insert(Caller::from_token_digest(&presented));
-    next.run(req).await
 }
 
 /// A declared `Content-Length` above `limit` is a 413 before any of the body is read.

@@ -9,12 +9,14 @@ use crate::batch::Batches;
 use crate::bfl::BflClient;
 use crate::capacity::{KeyPool, LocalLedger};
 use crate::catalog::{Catalog, CatalogError};
+use crate::clients::Clients;
 use crate::config::Settings;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
 use crate::state::AppState;
 use crate::upload::Uploads;
+use crate::usage::{JournalError, Usage};
 
 /// Why the gateway cannot be built from valid-looking settings.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,10 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
     #[error("uploads.spool_dir: {0}")]
     Spool(std::io::Error),
+    #[error("configuration: clients: `{client}` lists the model `{model}`, which is not in the catalog")]
+    ClientModel { client: String, model: String },
+    #[error("{0}")]
+    Usage(#[from] JournalError),
 }
 
 /// Everything the gateway shares, built from `settings`.
@@ -42,7 +48,16 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
     let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
     let delivery = Delivery::new(client, settings.delivery);
+    for client in &settings.clients.clients {
+        for model in client.models.iter().flatten() {
+            if catalog.get(model).is_none() {
+                return Err(StartupError::ClientModel { client: client.id.clone(), model: model.clone() });
+            }
+        }
+    }
     let batches = Batches::new(settings.batches);
+    let clients = Clients::new(&settings.clients);
+    let usage = Usage::open(&settings.usage)?;
     Ok(AppState::from_parts(
         settings.server,
         uploads,
@@ -51,5 +66,7 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         delivery,
         batches,
         settings.job_rules,
+        clients,
+        usage,
     ))
 }

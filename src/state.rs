@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use crate::batch::Batches;
 use crate::catalog::Catalog;
+use crate::clients::Clients;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::job::JobRules;
 use crate::upload::Uploads;
+use crate::usage::Usage;
 
 /// The HTTP side: where to listen, who may call, and how shutdown drains.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
-    /// Client tokens accepted as `Authorization: Bearer`; empty means no authentication.
-    pub api_keys: Vec<secrecy::SecretString>,
     pub max_json_bytes: usize,
     /// Model used when a request names none.
     pub default_model: String,
@@ -47,11 +47,15 @@ pub struct AppState {
     pub delivery: Delivery,
     /// Async jobs and idempotency keys.
     pub batches: Arc<Batches>,
+    /// Who may call, with what limits.
+    pub clients: Arc<Clients>,
+    pub usage: Usage,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// The state of a gateway built from these parts (`startup` builds them from `Settings`).
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         server: ServerSettings,
         uploads: Uploads,
@@ -60,8 +64,12 @@ impl AppState {
         delivery: Delivery,
         batches: Batches,
         job_rules: JobRules,
+        clients: Clients,
+        usage: Usage,
     ) -> AppState {
         AppState {
+            clients: Arc::new(clients),
+            usage,
             batches: Arc::new(batches),
             job_rules,
             server: Arc::new(server),

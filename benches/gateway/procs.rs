@@ -166,6 +166,10 @@ pub async fn gateway(name: &str, sim_base: &str, extra: &[(&str, &str)]) -> Resu
         )
         .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
         .env("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "1.0")
+        // Open, in memory, logging text: the benchmark measures the gateway, not client keys.
+        .env("FLUXGATE__SERVER__AUTH", "none")
+        .env("FLUXGATE__USAGE__PATH", "")
+        .env("FLUXGATE__TELEMETRY__LOG_FORMAT", "text")
         .stdout(Stdio::null());
     for (k, v) in extra {
         cmd.env(k, v);

@@ -10,6 +10,7 @@ pub use idempotency::{IdempotencyKey, fingerprint};
 pub use registry::{BatchSettings, Batches, Claim};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -18,9 +19,10 @@ use crate::clients::Caller;
 use crate::delivery::{Delivered, Delivery, Wanted};
 use crate::dispatch::{Dispatcher, JobHandle};
 use crate::error::ApiError;
-use crate::job::ImageJob;
+use crate::job::{ImageJob, OutputSize};
 use crate::openai::ImageDatum;
 use crate::records::{Finished, JobId, JobStatus};
+use crate::usage::{Entry, Reservation, Usage, timestamp};
 
 /// Which endpoint a batch came through: it names the stream's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +42,26 @@ pub enum Phase {
     Settled,
 }
 
+/// Where a batch comes from.
+pub struct Origin {
+    pub owner: Caller,
+    /// The `x-request-id` of the request that started it, for usage events.
+    pub request_id: Arc<str>,
+    pub kind: Kind,
+}
+
+/// What a batch holds of its client's limits until its jobs end: room among its concurrent jobs,
+/// and a share of its budget.
+pub struct Holds {
+    pub jobs: Option<OwnedSemaphorePermit>,
+    pub budget: Option<Reservation>,
+}
+
 pub struct Batch {
     /// The async job's id (`job_…`); also the id of the first image's job record.
     pub id: JobId,
     pub owner: Caller,
+    request_id: Arc<str>,
     /// Unix seconds; the `created` of every reply made from this batch, so replays are identical.
     pub created_at: u64,
     pub model: &'static str,
@@ -52,6 +70,13 @@ pub struct Batch {
     /// The client asked for an event stream.
     pub stream: bool,
     handles: Vec<JobHandle>,
+    usage: Usage,
+    /// Each image's price, and its size in megapixels when the request named one.
+    price_usd: f64,
+    megapixels: Option<f64>,
+    /// Per image: billed, or counted as failed, already (each is accounted once, however many
+    /// replies are made from the batch).
+    accounted: Vec<AtomicBool>,
 }
 
 /// The images of a batch ready to send, with their share of the b64 budget (kept until the reply
@@ -63,23 +88,50 @@ pub struct Images {
 }
 
 impl Batch {
-    /// Starts one job per image `job` asks for (all or none).
+    /// Starts one job per image `job` asks for (all or none). `holds` are given back when every
+    /// job has ended.
     pub fn start(
         dispatcher: &Dispatcher,
+        usage: &Usage,
         job: ImageJob,
-        owner: Caller,
-        kind: Kind,
+        origin: Origin,
+        holds: Holds,
     ) -> Result<Batch, ApiError> {
-        let (model, limit) = (job.model.id, job.model.deadline);
+        let Origin { owner, request_id, kind } = origin;
+        let (model, limit, price_usd) = (job.model.id, job.model.deadline, job.model.price_usd);
         let (response_format, output_format, stream) = (job.response_format, job.output_format, job.stream);
+        let megapixels = match job.size {
+            OutputSize::Dimensions { width, height } => Some(f64::from(width) * f64::from(height) / 1e6),
+            OutputSize::Default | OutputSize::AspectRatio { .. } => None,
+        };
         let handles = dispatcher.start_all(job.fan_out())?;
+        let ends: Vec<_> = handles.iter().map(JobHandle::settled).collect();
+        dispatcher.tracker().spawn(async move {
+            futures_util::future::join_all(ends).await;
+            drop(holds);
+        });
         let first = handles.first().ok_or_else(|| ApiError::internal("a request with no images"))?;
         let id = first.id().clone();
         let deadline =
             handles.iter().map(JobHandle::deadline).min().unwrap_or_else(tokio::time::Instant::now);
         let wanted = Wanted { response_format, output_format, deadline, limit };
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Ok(Batch { id, owner, created_at, model, kind, wanted, stream, handles })
+        let accounted = handles.iter().map(|_| AtomicBool::new(false)).collect();
+        Ok(Batch {
+            id,
+            owner,
+            request_id,
+            created_at,
+            model,
+            kind,
+            wanted,
+            stream,
+            handles,
+            usage: usage.clone(),
+            price_usd,
+            megapixels,
+            accounted,
+        })
     }
 
     /// Images asked for.
@@ -136,13 +188,7 @@ impl Batch {
     /// Each image as the reply's `data` entry, in order, delivered as the client asked. When some
     /// fail the others are still delivered; when all fail, the first error is the answer.
     pub async fn images(&self, delivery: &Delivery) -> Result<Images, ApiError> {
-        let wanted = self.wanted;
-        let images = self.handles.iter().map(|handle| async move {
-            let finished = handle.outcome().await?;
-            // Boxed: the delivery's state (a download, base64) exists only once the image is
-            // ready, not for the whole wait of every request in flight.
-            Box::pin(delivery.datum(&finished, wanted)).await
-        });
+        let images = (0..self.len()).map(|index| self.deliver(index, delivery, self.wanted));
         let (mut data, mut budget, mut failures) = (Vec::new(), Vec::new(), Vec::new());
         for image in futures_util::future::join_all(images).await {
             match image.map(Delivered::into_parts) {
@@ -162,8 +208,77 @@ impl Batch {
         Ok(Images { data, failed, budget })
     }
 
-    /// The jobs' handles, for a stream that follows them one by one.
-    pub fn handles(&self) -> &[JobHandle] {
-        &self.handles
+    /// Image `index` as `wanted`, once it is ready (or its failure), accounted for usage.
+    pub async fn deliver(
+        &self,
+        index: usize,
+        delivery: &Delivery,
+        wanted: Wanted,
+    ) -> Result<Delivered, ApiError> {
+        let handle =
+            self.handles.get(index).ok_or_else(|| ApiError::internal("no such image in the batch"))?;
+        let outcome = handle.outcome().await;
+        let delivered = match &outcome {
+            // Boxed: the delivery's state (a download, base64) exists only once the image is
+            // ready, not for the whole wait of every request in flight.
+            Ok(finished) => Box::pin(delivery.datum(finished, wanted)).await,
+            Err(e) => Err(e.clone()),
+        };
+        match (&outcome, &delivered) {
+            (Ok(finished), Ok(_)) => self.bill(index, finished),
+            // Not delivered now, but the image exists: a retry with the key may still get it.
+            (Ok(_), Err(e)) => self.count_failure(e),
+            (Err(e @ ApiError::DeadlineExceeded { .. }), _) => self.count_failure(e),
+            (Err(e), _) => {
+                if self.first_accounting(index) {
+                    self.count_failure(e);
+                }
+            }
+        }
+        delivered
+    }
+
+    /// An async job has ended: its images are the client's (billed), its failures counted.
+    pub fn account_settled(&self) {
+        for (index, handle) in self.handles.iter().enumerate() {
+            match handle.status() {
+                JobStatus::Succeeded(finished) => self.bill(index, &finished),
+                JobStatus::Failed(failure) => {
+                    if self.first_accounting(index) {
+                        self.count_failure(&ApiError::from(failure));
+                    }
+                }
+                JobStatus::Queued | JobStatus::Submitted | JobStatus::Running { .. } => {}
+            }
+        }
+    }
+
+    fn first_accounting(&self, index: usize) -> bool {
+        self.accounted.get(index).is_some_and(|done| !done.swap(true, Ordering::SeqCst))
+    }
+
+    fn bill(&self, index: usize, finished: &Finished) {
+        if !self.first_accounting(index) {
+            return;
+        }
+        let entry = Entry::Billed {
+            at: timestamp(),
+            client: self.owner.id().to_owned(),
+            model: self.model.to_owned(),
+            price_usd: self.price_usd,
+            // BFL's credits are cents.
+            upstream_cost_usd: finished.cost.map(|credits| credits / 100.0),
+        };
+        self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels);
+    }
+
+    fn count_failure(&self, error: &ApiError) {
+        let entry = Entry::Failed {
+            at: timestamp(),
+            client: self.owner.id().to_owned(),
+            model: self.model.to_owned(),
+            kind: error.code().unwrap_or("internal_error").to_owned(),
+        };
+        self.usage.record(entry, &self.request_id, None, None);
     }
 }

@@ -59,15 +59,9 @@ fn event_names(kind: Kind) -> &'static str {
 async fn produce(batch: Arc<Batch>, delivery: Delivery, keepalive: Duration, tx: mpsc::Sender<Event>) {
     // Streams carry base64, whatever `response_format` says (OpenAI's streams do the same).
     let wanted = Wanted { response_format: ResponseFormat::B64Json, ..batch.wanted };
-    let delivery = &delivery;
-    let mut images: FuturesUnordered<_> = batch
-        .handles()
-        .iter()
-        .map(|handle| async move {
-            let finished = handle.outcome().await?;
-            Box::pin(delivery.datum(&finished, wanted)).await
-        })
-        .collect();
+    let (delivery, batch_ref) = (&delivery, &*batch);
+    let mut images: FuturesUnordered<_> =
+        (0..batch.len()).map(|index| batch_ref.deliver(index, delivery, wanted)).collect();
     let mut ticks = interval(keepalive);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failures = Vec::new();

@@ -48,10 +48,13 @@ impl JobHandle {
 
     /// Waits for the job's end, however long it takes (a job task always ends: its task's
     /// lifetime is bounded). A job task gone without a word counts as failed.
-    pub async fn settled(&self) -> JobStatus {
+    /// The future holds no handle: waiting on it does not keep a job from being abandoned.
+    pub fn settled(&self) -> impl Future<Output = JobStatus> + Send + 'static {
         let mut status = self.status.clone();
-        let ended = status.wait_for(JobStatus::is_terminal).await.map(|s| s.clone());
-        ended.unwrap_or(JobStatus::Failed(JobFailure::Unfollowable("the job stopped unexpectedly")))
+        async move {
+            let ended = status.wait_for(JobStatus::is_terminal).await.map(|s| s.clone());
+            ended.unwrap_or(JobStatus::Failed(JobFailure::Unfollowable("the job stopped unexpectedly")))
+        }
     }
 
     /// Waits for the image, or the job's failure, until the model's deadline (504 past it; the

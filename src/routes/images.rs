@@ -8,16 +8,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::batch::{Batch, Claim, IdempotencyKey, Kind, Phase, fingerprint, stream};
+use crate::batch::{Batch, Claim, Holds, IdempotencyKey, Kind, Origin, Phase, fingerprint, stream};
 use crate::clients::Caller;
 use crate::error::ApiError;
 use crate::job::ImageJob;
+use crate::middleware::RequestId;
 use crate::openai::{Fields, ImagesResponse, JsonFields};
 use crate::state::AppState;
 use crate::upload::{self, EditUpload, RefRule};
@@ -27,45 +28,53 @@ const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
 
 pub(super) async fn create_image(
     State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
     headers: HeaderMap,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let batch = begin(&state, caller, &headers, "generations", &fields, job, Kind::Generation).await?;
+    let origin = Origin { owner: caller, request_id, kind: Kind::Generation };
+    let batch = begin(&state, origin, &headers, "generations", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
 
 /// Multipart (what the SDKs send) or the JSON form with `images: [{"image_url": …}]`.
 pub(super) async fn edit_image(
     State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (fields, job) = parse_edit(&state, &headers, body).await?;
-    let batch = begin(&state, caller, &headers, "edits", &fields, job, Kind::Edit).await?;
+    let origin = Origin { owner: caller, request_id, kind: Kind::Edit };
+    let batch = begin(&state, origin, &headers, "edits", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
 
 pub(super) async fn create_image_async(
     State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
     headers: HeaderMap,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    submit_async(&state, caller, &headers, "async/generations", &fields, job, Kind::Generation).await
+    let origin = Origin { owner: caller, request_id, kind: Kind::Generation };
+    submit_async(&state, origin, &headers, "async/generations", &fields, job).await
 }
 
 pub(super) async fn edit_image_async(
     State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (fields, job) = parse_edit(&state, &headers, body).await?;
-    submit_async(&state, caller, &headers, "async/edits", &fields, job, Kind::Edit).await
+    let origin = Origin { owner: caller, request_id, kind: Kind::Edit };
+    submit_async(&state, origin, &headers, "async/edits", &fields, job).await
 }
 
 pub(super) async fn get_async_job(
@@ -117,20 +126,27 @@ async fn read_edit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 /// joins the batch the first one started (running or done): a retry never submits twice.
 async fn begin(
     state: &AppState,
-    caller: Caller,
+    origin: Origin,
     headers: &HeaderMap,
     endpoint: &str,
     fields: &Fields,
     job: ImageJob,
-    kind: Kind,
 ) -> Result<Claim, ApiError> {
+    origin.owner.admit_request()?;
+    origin.owner.check_model(job.model.id)?;
+    let start = |job: ImageJob, origin: Origin| {
+        let holds = Holds {
+            jobs: origin.owner.reserve_jobs(job.n)?,
+            budget: state.usage.reserve(&origin.owner, job.model.price_usd * f64::from(job.n))?,
+        };
+        Batch::start(&state.dispatcher, &state.usage, job, origin, holds)
+    };
     let Some(key) = IdempotencyKey::from_headers(headers)? else {
-        return Ok(Claim::Started(Arc::new(Batch::start(&state.dispatcher, job, caller, kind)?)));
+        return Ok(Claim::Started(Arc::new(start(job, origin)?)));
     };
     let print = fingerprint(endpoint, fields, &job.references).await?;
-    let claim = state
-        .batches
-        .claim(&caller, &key, print, || Batch::start(&state.dispatcher, job, caller.clone(), kind))?;
+    let caller = origin.owner.clone();
+    let claim = state.batches.claim(&caller, &key, print, || start(job, origin))?;
     if let Claim::Joined(batch) = &claim {
         tracing::info!(job = %batch.id, "a retry with the same Idempotency-Key joins the first request's job");
     }
@@ -166,24 +182,24 @@ async fn present(state: &AppState, batch: Arc<Batch>) -> Result<Response, ApiErr
 /// whether or not anyone asks for it, and is kept `jobs.result_ttl_secs` after.
 async fn submit_async(
     state: &AppState,
-    caller: Caller,
+    origin: Origin,
     headers: &HeaderMap,
     endpoint: &str,
     fields: &Fields,
     job: ImageJob,
-    kind: Kind,
 ) -> Result<Response, ApiError> {
     if job.stream {
         return Err(ApiError::invalid("stream", "async jobs do not stream; poll the job, or omit `stream`"));
     }
     state.batches.check_room()?;
-    let claim = begin(state, caller, headers, endpoint, fields, job, kind).await?;
+    let claim = begin(state, origin, headers, endpoint, fields, job).await?;
     let batch = claim.batch().clone();
     if let Claim::Started(batch) = claim {
         state.batches.insert_job(batch.clone());
         let state = state.clone();
         state.dispatcher.tracker().clone().spawn(async move {
             batch.settled().await;
+            batch.account_settled();
             state.batches.settle(&batch.id);
         });
     }

@@ -3,6 +3,7 @@
 mod health;
 mod images;
 mod models;
+mod usage;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,6 +29,11 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/async/images/edits", post(images::edit_image_async))
         .layer(DefaultBodyLimit::disable());
     json.merge(edits)
+}
+
+/// Routes for the operator, behind the admin token (checked by each handler).
+pub fn admin() -> Router<AppState> {
+    Router::new().route("/v1/usage", get(usage::usage))
 }
 
 /// Routes a load balancer calls.

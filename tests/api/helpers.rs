@@ -110,6 +110,13 @@ pub async fn spawn_configured(
     let mut overrides = test_overrides(sim_addr);
     overrides.push(("uploads.spool_dir", spool.path().to_string_lossy().into_owned().into()));
     overrides.extend(extra(sim_addr));
+    // Open, as before client keys, unless the test configures some; usage in memory.
+    if !overrides.iter().any(|(k, _)| *k == "server.api_keys" || *k == "server.auth") {
+        overrides.push(("server.auth", "none".into()));
+    }
+    if !overrides.iter().any(|(k, _)| *k == "usage.path") {
+        overrides.push(("usage.path", "".into()));
+    }
     let settings =
         Settings::load(Sources { overrides, ..Sources::default() }).expect("test settings are valid");
     let state = fluxgate::startup::build(settings.clone()).expect("state builds");

@@ -13,6 +13,7 @@ mod allow_list;
 mod async_jobs;
 mod b64_budget;
 mod capacity;
+mod clients;
 mod edits;
 mod fan_out;
 mod fuzz;
