@@ -66,6 +66,23 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A short name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Invalid { .. } => "invalid",
+            UpstreamError::KeyRefused => "key_refused",
+            UpstreamError::OutOfCredits => "out_of_credits",
+            UpstreamError::NoSuchEndpoint => "no_such_endpoint",
+            UpstreamError::Busy { .. } => "busy",
+            UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::UnexpectedStatus { .. } => "unexpected_status",
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Lost(_) => "lost",
+            UpstreamError::Unreadable(_) => "unreadable",
+            UpstreamError::NotAllowed(_) => "not_allowed",
+        }
+    }
+
     /// True when BFL may have created (and will charge) a task for a submit that failed so.
     pub fn submit_may_have_run(&self) -> bool {
         match self {

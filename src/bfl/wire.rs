@@ -47,6 +47,20 @@ pub enum Status {
     Unrecognized(String),
 }
 
+impl Status {
+    /// A short name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Status::Running { .. } => "running",
+            Status::Ready { .. } => "ready",
+            Status::RequestModerated | Status::ContentModerated => "moderated",
+            Status::TaskNotFound => "not_found",
+            Status::Failed(_) => "failed",
+            Status::Unrecognized(_) => "unrecognized",
+        }
+    }
+}
+
 impl PollReply {
     pub fn status(&self) -> Status {
         match self.status.as_str() {

@@ -10,6 +10,7 @@ use crate::bfl::{Status, SubmitReply, UpstreamError};
 use crate::capacity::{KeyTrouble, Lease};
 use crate::job::ImageJob;
 use crate::records::{Finished, JobFailure, JobStatus};
+use crate::telemetry::metrics;
 
 use super::Inner;
 use super::reporter::Reporter;
@@ -54,6 +55,8 @@ impl Inner {
         let lifetime = self.settings.max_task_lifetime.max(job.model.deadline);
         let expected = job.model.expected.mul_f64(self.settings.first_poll_scale);
         sleep_until(submitted_at + expected).await;
+        // When the poll before this one was sent: Ready was noticed at most this long after it.
+        let mut previous_poll = submitted_at;
         loop {
             let elapsed = submitted_at.elapsed();
             if elapsed >= lifetime {
@@ -65,9 +68,24 @@ impl Inner {
             }
             lease.renew().await;
             // Boxed: an HTTP exchange's state exists only while a poll is out, not between polls.
+            let sent = Instant::now();
             let polled =
                 Box::pin(self.client.poll(lease.key(), &polling_url, self.settings.poll_timeout)).await;
-            match polled.map(|r| r.status()) {
+            let polled = polled.map(|r| r.status());
+            metrics::upstream_poll(match &polled {
+                Ok(status) => status.kind(),
+                Err(e) => e.kind(),
+            });
+            if let Ok(status) = &polled
+                && !matches!(status, Status::Running { .. } | Status::Unrecognized(_) | Status::TaskNotFound)
+            {
+                metrics::job_duration(job.model.id, submitted_at.elapsed());
+                if matches!(status, Status::Ready { .. }) {
+                    metrics::ready_lag(job.model.id, sent.duration_since(previous_poll));
+                }
+            }
+            previous_poll = sent;
+            match polled {
                 Ok(Status::Running { progress }) => reporter.set(JobStatus::Running { progress }),
                 Ok(Status::Unrecognized(status)) => self.note_unrecognized(status),
                 Ok(Status::Ready { sample, prompt }) => {

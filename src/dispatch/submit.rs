@@ -15,6 +15,7 @@ use crate::bfl::{SubmitBody, SubmitReply, UpstreamError};
 use crate::capacity::{KeyTrouble, Lease};
 use crate::job::ImageJob;
 use crate::records::{JobFailure, JobStatus};
+use crate::telemetry::metrics;
 
 use super::Inner;
 use super::reporter::Reporter;
@@ -50,6 +51,7 @@ impl Inner {
         // A job that every key has called full gives up rather than circling until its deadline.
         let mut busy_answers = 0;
         loop {
+            let waiting = Instant::now();
             let lease = tokio::select! {
                 biased;
                 () = abandon.cancelled() => return Admission::Abandoned,
@@ -59,6 +61,7 @@ impl Inner {
                     Err(_) => return Admission::Refused(JobFailure::TooLate),
                 },
             };
+            metrics::queue_wait(waiting.elapsed());
             if abandon.is_cancelled() {
                 // The client left while the slot was being taken: nothing has been sent yet.
                 lease.release().await;
@@ -114,8 +117,14 @@ impl Inner {
         let mut attempt = 0;
         loop {
             let error = match Box::pin(self.client.submit(lease.key(), &path, body)).await {
-                Ok(reply) => return Ok(reply),
-                Err(e) => e,
+                Ok(reply) => {
+                    metrics::upstream_submit("accepted");
+                    return Ok(reply);
+                }
+                Err(e) => {
+                    metrics::upstream_submit(e.kind());
+                    e
+                }
             };
             let retry_after = match &error {
                 UpstreamError::Unavailable { retry_after, .. } => *retry_after,

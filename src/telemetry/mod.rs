@@ -1,5 +1,8 @@
-//! Logging setup: lines on stderr, text or JSON as configured, filtered by `RUST_LOG` (default
-//! `info`). Nothing logged anywhere carries a BFL key or a client token.
+//! What the gateway tells its operator: log lines on stderr (text or JSON as configured, filtered
+//! by `RUST_LOG`, default `info`), Prometheus metrics (`metrics`). Nothing logged or exported
+//! carries a BFL key, a client token or a secret.
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 
