@@ -21,12 +21,19 @@ use crate::records::StoreSettings;
 use crate::state::ServerSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
 use crate::upload::{UploadLimits, UploadSettings};
+use crate::webhooks::{WebhookSecret, WebhookSettings};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "FLUXGATE__";
 /// Settings that are lists: comma-separated in the environment.
-const LIST_KEYS: [&str; 5] =
-    ["server.api_keys", "upstream.keys", "upstream.key_names", "upstream.allowed_hosts", "upstream.key_caps"];
+const LIST_KEYS: [&str; 6] = [
+    "server.api_keys",
+    "upstream.keys",
+    "upstream.key_names",
+    "upstream.allowed_hosts",
+    "upstream.key_caps",
+    "jobs.webhook_allowed_hosts",
+];
 
 /// Why the configuration cannot be used; printed as the one-line reason start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +138,13 @@ struct RawJobs {
     result_ttl_secs: u64,
     max_records: usize,
     max_n: u32,
+    webhook_secret: SecretString,
+    #[serde(deserialize_with = "strings")]
+    webhook_allowed_hosts: Vec<String>,
+    webhook_retry_base_ms: u64,
+    webhook_max_attempts: u32,
+    webhook_max_pending: usize,
+    webhook_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +168,8 @@ pub struct Settings {
     /// Other names for models (`[models.aliases]`).
     pub aliases: HashMap<String, String>,
     pub job_limits: JobLimits,
+    /// Outgoing webhooks (`jobs.webhook_*`).
+    pub webhooks: WebhookSettings,
 }
 
 /// Where settings come from, in increasing priority.
@@ -303,6 +319,7 @@ impl TryFrom<RawSettings> for Settings {
             upstream: bfl_settings(&upstream)?,
             uploads: upload_settings(&uploads)?,
             job_limits: job_limits(&jobs)?,
+            webhooks: webhook_settings(&jobs)?,
             jobs: store_settings(&jobs)?,
             models: models.overrides,
             aliases: models.aliases,
@@ -502,6 +519,50 @@ fn store_settings(raw: &RawJobs) -> Result<StoreSettings, ConfigError> {
         return Err(invalid("jobs.max_records", "must be positive"));
     }
     Ok(StoreSettings { result_ttl: Duration::from_secs(raw.result_ttl_secs), max_records: raw.max_records })
+}
+
+fn webhook_settings(raw: &RawJobs) -> Result<WebhookSettings, ConfigError> {
+    use secrecy::ExposeSecret;
+    at_most_a_day("jobs.webhook_retry_base_ms", raw.webhook_retry_base_ms / 1000)?;
+    at_most_a_day("jobs.webhook_timeout_ms", raw.webhook_timeout_ms / 1000)?;
+    let secret = match raw.webhook_secret.expose_secret().trim() {
+        "" => None,
+        text => Some(WebhookSecret::parse(text).map_err(|reason| invalid("jobs.webhook_secret", reason))?),
+    };
+    if !(1..=20).contains(&raw.webhook_max_attempts) {
+        return Err(invalid("jobs.webhook_max_attempts", "must be 1 to 20"));
+    }
+    if raw.webhook_max_pending == 0 || raw.webhook_timeout_ms == 0 || raw.webhook_retry_base_ms == 0 {
+        return Err(invalid(
+            "jobs",
+            "webhook_max_pending, webhook_timeout_ms and webhook_retry_base_ms must be positive",
+        ));
+    }
+    let allowed_hosts = raw
+        .webhook_allowed_hosts
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(|h| {
+            h.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
+        })
+        .filter(|h| !h.is_empty())
+        .collect::<Vec<_>>();
+    // An IPv6 address has colons; anything else with a scheme, port, path or wildcard is a mistake.
+    let malformed = |h: &String| h.parse::<std::net::IpAddr>().is_err() && h.contains([':', '/', '@', '*']);
+    if let Some(bad) = allowed_hosts.iter().find(|h| malformed(h)) {
+        return Err(invalid(
+            "jobs.webhook_allowed_hosts",
+            format!("`{bad}` is not a host name or IP address (no scheme, port or wildcard)"),
+        ));
+    }
+    Ok(WebhookSettings {
+        secret,
+        allowed_hosts,
+        retry_base: Duration::from_millis(raw.webhook_retry_base_ms),
+        max_attempts: raw.webhook_max_attempts,
+        max_pending: raw.webhook_max_pending,
+        attempt_timeout: Duration::from_millis(raw.webhook_timeout_ms),
+    })
 }
 
 /// Pairs each key with its name and budget: `key_names[i]` (else a short hash of the key) and

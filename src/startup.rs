@@ -14,6 +14,7 @@ use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
 use crate::state::AppState;
 use crate::upload::Uploads;
+use crate::webhooks::WebhookSender;
 
 /// Why the gateway cannot be built from valid-looking settings.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +40,17 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let tracker = TaskTracker::new();
     let pool = KeyPool::new(settings.capacity, Arc::new(LocalLedger::new()), tracker.clone());
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
+    // Deliveries run on the jobs' tracker, so shutdown gives them the same grace.
+    let webhooks = WebhookSender::new(settings.webhooks, tracker.clone())?;
     let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
     let delivery = Delivery::new(client, settings.delivery);
-    Ok(AppState::from_parts(settings.server, uploads, catalog, dispatcher, delivery, settings.job_limits))
+    Ok(AppState::from_parts(
+        settings.server,
+        uploads,
+        catalog,
+        dispatcher,
+        delivery,
+        settings.job_limits,
+        webhooks,
+    ))
 }

@@ -11,6 +11,7 @@ use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::job::JobLimits;
 use crate::upload::Uploads;
+use crate::webhooks::WebhookSender;
 
 /// The HTTP side: where to listen, who may call, and how shutdown drains.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct AppState {
     /// Request rules set by configuration (`jobs.max_n`).
     pub job_limits: JobLimits,
     pub delivery: Delivery,
+    /// Outgoing webhooks (`jobs.webhook_*`), on the dispatcher's tracker.
+    pub webhooks: WebhookSender,
     draining: Arc<AtomicBool>,
 }
 
@@ -56,8 +59,10 @@ impl AppState {
         dispatcher: Dispatcher,
         delivery: Delivery,
         job_limits: JobLimits,
+        webhooks: WebhookSender,
     ) -> AppState {
         AppState {
+            webhooks,
             job_limits,
             server: Arc::new(server),
             uploads: Arc::new(uploads),

@@ -10,7 +10,6 @@
 mod follow;
 mod handle;
 mod reporter;
-mod retry;
 mod schedule;
 mod submit;
 

@@ -18,7 +18,7 @@ use crate::records::{JobFailure, JobStatus};
 
 use super::Inner;
 use super::reporter::Reporter;
-use super::retry::backoff;
+use crate::retry::backoff;
 
 /// Back-off for a key BFL called full without saying for how long.
 const BUSY_BACKOFF: Duration = Duration::from_secs(2);
