@@ -15,7 +15,7 @@ use crate::bfl::{AllowList, BflSettings};
 use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::delivery::DeliverySettings;
-use crate::dispatch::DispatchSettings;
+use crate::dispatch::{BflWebhookSettings, DispatchSettings};
 use crate::job::JobLimits;
 use crate::records::StoreSettings;
 use crate::state::ServerSettings;
@@ -117,6 +117,9 @@ struct RawUpstream {
     credit_cooldown_secs: u64,
     poll_timeout_ms: u64,
     max_task_lifetime_secs: u64,
+    webhook_base_url: String,
+    webhook_secret: SecretString,
+    webhook_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,7 +448,52 @@ fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError>
         not_found_grace: Duration::from_millis(raw.not_found_grace_ms),
         first_poll_scale: scale,
         max_task_lifetime: Duration::from_secs(raw.max_task_lifetime_secs),
+        bfl_webhooks: bfl_webhook_settings(raw)?,
     })
+}
+
+/// BFL webhooks in: on when `upstream.webhook_base_url` is set.
+fn bfl_webhook_settings(raw: &RawUpstream) -> Result<Option<BflWebhookSettings>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let base = raw.webhook_base_url.trim();
+    if base.is_empty() {
+        return Ok(None);
+    }
+    at_most_a_day("upstream.webhook_poll_interval_ms", raw.webhook_poll_interval_ms / 1000)?;
+    if raw.webhook_poll_interval_ms == 0 {
+        return Err(invalid("upstream.webhook_poll_interval_ms", "must be positive"));
+    }
+    let base_url = Url::parse(base.trim_end_matches('/'))
+        .map_err(|e| invalid("upstream.webhook_base_url", e.to_string()))?;
+    if !matches!(base_url.scheme(), "https" | "http")
+        || base_url.host_str().is_none()
+        || base_url.query().is_some()
+        || base_url.fragment().is_some()
+    {
+        return Err(invalid(
+            "upstream.webhook_base_url",
+            "must be the gateway's public http(s) URL, without query or fragment",
+        ));
+    }
+    let secret = match raw.webhook_secret.expose_secret().trim() {
+        // Random per process: 244 bits from the OS generator (two v4 UUIDs). Jobs of another
+        // process (or before a restart) cannot be called back into this one anyway.
+        "" => {
+            SecretString::from(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
+        }
+        text if text.len() < 16 => {
+            return Err(invalid(
+                "upstream.webhook_secret",
+                "must be at least 16 characters (or empty: random)",
+            ));
+        }
+        text => SecretString::from(text.to_owned()),
+    };
+    Ok(Some(BflWebhookSettings {
+        base_url,
+        secret,
+        poll_interval: Duration::from_millis(raw.webhook_poll_interval_ms),
+    }))
 }
 
 fn capacity_settings(raw: &RawUpstream) -> Result<CapacitySettings, ConfigError> {

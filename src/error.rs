@@ -17,6 +17,9 @@ pub enum ApiError {
     InvalidRequest { message: String, param: Option<String>, code: &'static str },
     #[error("missing or invalid client token")]
     Unauthorized,
+    /// A call to the BFL webhook endpoint without the webhook secret (or its signature).
+    #[error("the webhook is not signed with this gateway's webhook secret")]
+    WebhookUnauthorized,
     /// BFL moderated the prompt or the result. Not billed.
     #[error("{message}")]
     Moderated { message: String },
@@ -92,7 +95,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::WebhookUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -111,6 +114,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
+            | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
@@ -131,6 +135,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { code, .. } => Some(code),
             ApiError::Unauthorized => Some("invalid_api_key"),
+            ApiError::WebhookUnauthorized => Some("invalid_webhook_signature"),
             ApiError::Moderated { .. } => Some("moderation_blocked"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::RouteNotFound(_) => Some("unknown_url"),
@@ -154,6 +159,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) => Some("model"),
             ApiError::BodyTimeout
             | ApiError::Unauthorized
+            | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
@@ -183,6 +189,7 @@ impl ApiError {
             // Nothing was submitted: a retry that sends the body promptly is fine.
             ApiError::BodyTimeout
             | ApiError::Unauthorized
+            | ApiError::WebhookUnauthorized
             | ApiError::Upstream(_)
             | ApiError::Internal { .. } => None,
         }
@@ -197,6 +204,7 @@ impl ApiError {
             ApiError::BodyTimeout
             | ApiError::InvalidRequest { .. }
             | ApiError::Unauthorized
+            | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)

@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
     let api = routes::api(&state).route_layer(from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
+        .merge(routes::upstream())
         .merge(routes::probes())
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))

@@ -11,6 +11,7 @@ mod uploads;
 
 mod allow_list;
 mod b64_budget;
+mod bfl_webhooks;
 mod capacity;
 mod edits;
 mod fan_out;
