@@ -776,4 +776,38 @@ mod tests {
         });
         assert!(twice.is_err());
     }
+
+    #[test]
+    fn webhook_settings_are_checked_and_secrets_are_not_printed() {
+        let load = |pairs: Vec<(&'static str, config::Value)>| {
+            Settings::load(Sources { overrides: pairs, ..Sources::default() })
+        };
+        let off = load(Vec::new()).expect("defaults");
+        assert!(off.webhooks.secret.is_none() && off.dispatch.bfl_webhooks.is_none());
+        let err = load(vec![("jobs.webhook_secret", "not-whsec".into())]).expect_err("a bad secret");
+        assert!(err.to_string().contains("jobs.webhook_secret"), "{err}");
+        let err = load(vec![("jobs.webhook_allowed_hosts", vec!["https://x".to_owned()].into())])
+            .expect_err("a URL");
+        assert!(err.to_string().contains("jobs.webhook_allowed_hosts"), "{err}");
+        let on = load(vec![
+            ("jobs.webhook_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            ("jobs.webhook_allowed_hosts", "Hooks.Internal,[::1]".into()),
+            ("upstream.webhook_base_url", "https://gw.example.com/".into()),
+            ("upstream.webhook_secret", "a-long-enough-secret".into()),
+        ])
+        .expect("valid");
+        assert_eq!(on.webhooks.allowed_hosts, ["hooks.internal", "::1"]);
+        let bfl = on.dispatch.bfl_webhooks.as_ref().expect("on");
+        assert_eq!(bfl.secret.expose_secret(), "a-long-enough-secret");
+        let printed = format!("{on:?}");
+        assert!(
+            !printed.contains("a-long-enough-secret") && !printed.contains("MfKQ9r8"),
+            "secrets leak into Debug"
+        );
+        let err = load(vec![("upstream.webhook_base_url", "ftp://x".into())]).expect_err("not http(s)");
+        assert!(err.to_string().contains("upstream.webhook_base_url"), "{err}");
+        let random =
+            load(vec![("upstream.webhook_base_url", "https://gw.example.com".into())]).expect("valid");
+        assert!(random.dispatch.bfl_webhooks.expect("on").secret.expose_secret().len() >= 32);
+    }
 }
