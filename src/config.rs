@@ -18,19 +18,26 @@ use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
 use crate::delivery::DeliverySettings;
-use crate::dispatch::DispatchSettings;
+use crate::dispatch::{BflWebhookSettings, DispatchSettings};
 use crate::job::{JobRules, ResponseFormat};
 use crate::records::StoreSettings;
 use crate::state::ServerSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
 use crate::upload::{UploadLimits, UploadSettings};
 use crate::usage::UsageSettings;
+use crate::webhooks::{WebhookSecret, WebhookSettings};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "FLUXGATE__";
 /// Settings that are lists: comma-separated in the environment.
-const LIST_KEYS: [&str; 5] =
-    ["server.api_keys", "upstream.keys", "upstream.key_names", "upstream.allowed_hosts", "upstream.key_caps"];
+const LIST_KEYS: [&str; 6] = [
+    "server.api_keys",
+    "upstream.keys",
+    "upstream.key_names",
+    "upstream.allowed_hosts",
+    "upstream.key_caps",
+    "jobs.webhook_allowed_hosts",
+];
 
 /// Why the configuration cannot be used; printed as the one-line reason start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +127,9 @@ struct RawUpstream {
     credit_cooldown_secs: u64,
     poll_timeout_ms: u64,
     max_task_lifetime_secs: u64,
+    webhook_base_url: String,
+    webhook_secret: SecretString,
+    webhook_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +152,13 @@ struct RawJobs {
     max_records: usize,
     max_n: u32,
     idempotency_ttl_secs: u64,
+    webhook_secret: SecretString,
+    #[serde(deserialize_with = "strings")]
+    webhook_allowed_hosts: Vec<String>,
+    webhook_retry_base_ms: u64,
+    webhook_max_attempts: u32,
+    webhook_max_pending: usize,
+    webhook_timeout_ms: u64,
 }
 
 /// One `[[clients]]` entry.
@@ -194,6 +211,8 @@ pub struct Settings {
     /// Other names for models (`[models.aliases]`).
     pub aliases: HashMap<String, String>,
     pub job_rules: JobRules,
+    /// Outgoing webhooks (`jobs.webhook_*`).
+    pub webhooks: WebhookSettings,
 }
 
 /// Where settings come from, in increasing priority.
@@ -347,6 +366,7 @@ impl TryFrom<RawSettings> for Settings {
             uploads: upload_settings(&uploads)?,
             job_rules: job_rules(&jobs, &delivery)?,
             batches: batch_settings(&jobs)?,
+            webhooks: webhook_settings(&jobs)?,
             jobs: store_settings(&jobs)?,
             models: models.overrides,
             aliases: models.aliases,
@@ -559,7 +579,52 @@ fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError>
         not_found_grace: Duration::from_millis(raw.not_found_grace_ms),
         first_poll_scale: scale,
         max_task_lifetime: Duration::from_secs(raw.max_task_lifetime_secs),
+        bfl_webhooks: bfl_webhook_settings(raw)?,
     })
+}
+
+/// BFL webhooks in: on when `upstream.webhook_base_url` is set.
+fn bfl_webhook_settings(raw: &RawUpstream) -> Result<Option<BflWebhookSettings>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let base = raw.webhook_base_url.trim();
+    if base.is_empty() {
+        return Ok(None);
+    }
+    at_most_a_day("upstream.webhook_poll_interval_ms", raw.webhook_poll_interval_ms / 1000)?;
+    if raw.webhook_poll_interval_ms == 0 {
+        return Err(invalid("upstream.webhook_poll_interval_ms", "must be positive"));
+    }
+    let base_url = Url::parse(base.trim_end_matches('/'))
+        .map_err(|e| invalid("upstream.webhook_base_url", e.to_string()))?;
+    if !matches!(base_url.scheme(), "https" | "http")
+        || base_url.host_str().is_none()
+        || base_url.query().is_some()
+        || base_url.fragment().is_some()
+    {
+        return Err(invalid(
+            "upstream.webhook_base_url",
+            "must be the gateway's public http(s) URL, without query or fragment",
+        ));
+    }
+    let secret = match raw.webhook_secret.expose_secret().trim() {
+        // Random per process: 244 bits from the OS generator (two v4 UUIDs). Jobs of another
+        // process (or before a restart) cannot be called back into this one anyway.
+        "" => {
+            SecretString::from(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
+        }
+        text if text.len() < 16 => {
+            return Err(invalid(
+                "upstream.webhook_secret",
+                "must be at least 16 characters (or empty: random)",
+            ));
+        }
+        text => SecretString::from(text.to_owned()),
+    };
+    Ok(Some(BflWebhookSettings {
+        base_url,
+        secret,
+        poll_interval: Duration::from_millis(raw.webhook_poll_interval_ms),
+    }))
 }
 
 fn capacity_settings(raw: &RawUpstream) -> Result<CapacitySettings, ConfigError> {
@@ -647,6 +712,50 @@ fn store_settings(raw: &RawJobs) -> Result<StoreSettings, ConfigError> {
         return Err(invalid("jobs.max_records", "must be positive"));
     }
     Ok(StoreSettings { result_ttl: Duration::from_secs(raw.result_ttl_secs), max_records: raw.max_records })
+}
+
+fn webhook_settings(raw: &RawJobs) -> Result<WebhookSettings, ConfigError> {
+    use secrecy::ExposeSecret;
+    at_most_a_day("jobs.webhook_retry_base_ms", raw.webhook_retry_base_ms / 1000)?;
+    at_most_a_day("jobs.webhook_timeout_ms", raw.webhook_timeout_ms / 1000)?;
+    let secret = match raw.webhook_secret.expose_secret().trim() {
+        "" => None,
+        text => Some(WebhookSecret::parse(text).map_err(|reason| invalid("jobs.webhook_secret", reason))?),
+    };
+    if !(1..=20).contains(&raw.webhook_max_attempts) {
+        return Err(invalid("jobs.webhook_max_attempts", "must be 1 to 20"));
+    }
+    if raw.webhook_max_pending == 0 || raw.webhook_timeout_ms == 0 || raw.webhook_retry_base_ms == 0 {
+        return Err(invalid(
+            "jobs",
+            "webhook_max_pending, webhook_timeout_ms and webhook_retry_base_ms must be positive",
+        ));
+    }
+    let allowed_hosts = raw
+        .webhook_allowed_hosts
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(|h| {
+            h.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
+        })
+        .filter(|h| !h.is_empty())
+        .collect::<Vec<_>>();
+    // An IPv6 address has colons; anything else with a scheme, port, path or wildcard is a mistake.
+    let malformed = |h: &String| h.parse::<std::net::IpAddr>().is_err() && h.contains([':', '/', '@', '*']);
+    if let Some(bad) = allowed_hosts.iter().find(|h| malformed(h)) {
+        return Err(invalid(
+            "jobs.webhook_allowed_hosts",
+            format!("`{bad}` is not a host name or IP address (no scheme, port or wildcard)"),
+        ));
+    }
+    Ok(WebhookSettings {
+        secret,
+        allowed_hosts,
+        retry_base: Duration::from_millis(raw.webhook_retry_base_ms),
+        max_attempts: raw.webhook_max_attempts,
+        max_pending: raw.webhook_max_pending,
+        attempt_timeout: Duration::from_millis(raw.webhook_timeout_ms),
+    })
 }
 
 /// Pairs each key with its name and budget: `key_names[i]` (else a short hash of the key) and
@@ -812,5 +921,39 @@ mod tests {
             ..Sources::default()
         });
         assert!(twice.is_err());
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_and_secrets_are_not_printed() {
+        let load = |pairs: Vec<(&'static str, config::Value)>| {
+            Settings::load(Sources { overrides: pairs, ..Sources::default() })
+        };
+        let off = load(Vec::new()).expect("defaults");
+        assert!(off.webhooks.secret.is_none() && off.dispatch.bfl_webhooks.is_none());
+        let err = load(vec![("jobs.webhook_secret", "not-whsec".into())]).expect_err("a bad secret");
+        assert!(err.to_string().contains("jobs.webhook_secret"), "{err}");
+        let err = load(vec![("jobs.webhook_allowed_hosts", vec!["https://x".to_owned()].into())])
+            .expect_err("a URL");
+        assert!(err.to_string().contains("jobs.webhook_allowed_hosts"), "{err}");
+        let on = load(vec![
+            ("jobs.webhook_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            ("jobs.webhook_allowed_hosts", "Hooks.Internal,[::1]".into()),
+            ("upstream.webhook_base_url", "https://gw.example.com/".into()),
+            ("upstream.webhook_secret", "a-long-enough-secret".into()),
+        ])
+        .expect("valid");
+        assert_eq!(on.webhooks.allowed_hosts, ["hooks.internal", "::1"]);
+        let bfl = on.dispatch.bfl_webhooks.as_ref().expect("on");
+        assert_eq!(bfl.secret.expose_secret(), "a-long-enough-secret");
+        let printed = format!("{on:?}");
+        assert!(
+            !printed.contains("a-long-enough-secret") && !printed.contains("MfKQ9r8"),
+            "secrets leak into Debug"
+        );
+        let err = load(vec![("upstream.webhook_base_url", "ftp://x".into())]).expect_err("not http(s)");
+        assert!(err.to_string().contains("upstream.webhook_base_url"), "{err}");
+        let random =
+            load(vec![("upstream.webhook_base_url", "https://gw.example.com".into())]).expect("valid");
+        assert!(random.dispatch.bfl_webhooks.expect("on").secret.expose_secret().len() >= 32);
     }
 }

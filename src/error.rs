@@ -31,6 +31,9 @@ pub enum ApiError {
     /// No such async job for this client (another client's jobs are as unknown as missing ones).
     #[error("no job `{0}`")]
     JobNotFound(String),
+    /// A call to the BFL webhook endpoint without the webhook secret (or its signature).
+    #[error("the webhook is not signed with this gateway's webhook secret")]
+    WebhookUnauthorized,
     /// BFL moderated the prompt or the result. Not billed.
     #[error("{message}")]
     Moderated { message: String },
@@ -106,11 +109,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::ClientLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized | ApiError::WebhookUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -132,6 +135,7 @@ impl ApiError {
             | ApiError::IdempotencyKeyReused
             | ApiError::JobNotFound(_)
             | ApiError::ModelNotAllowed(_)
+            | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
@@ -157,6 +161,7 @@ impl ApiError {
             ApiError::JobNotFound(_) => Some("job_not_found"),
             ApiError::ModelNotAllowed(_) => Some("model_not_allowed"),
             ApiError::ClientLimit { code, .. } => Some(code),
+            ApiError::WebhookUnauthorized => Some("invalid_webhook_signature"),
             ApiError::Moderated { .. } => Some("moderation_blocked"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::RouteNotFound(_) => Some("unknown_url"),
@@ -184,6 +189,7 @@ impl ApiError {
             | ApiError::Unauthorized
             | ApiError::IdempotencyKeyReused
             | ApiError::ClientLimit { .. }
+            | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::RouteNotFound(_)
             | ApiError::MethodNotAllowed(_)
@@ -218,6 +224,7 @@ impl ApiError {
             // Nothing was submitted: a retry that sends the body promptly is fine.
             ApiError::BodyTimeout
             | ApiError::Unauthorized
+            | ApiError::WebhookUnauthorized
             | ApiError::Upstream(_)
             | ApiError::Internal { .. } => None,
         }
@@ -235,6 +242,7 @@ impl ApiError {
             | ApiError::IdempotencyKeyReused
             | ApiError::JobNotFound(_)
             | ApiError::ModelNotAllowed(_)
+            | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)

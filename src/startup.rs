@@ -14,9 +14,10 @@ use crate::config::Settings;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
-use crate::state::AppState;
+use crate::state::{AppState, Parts};
 use crate::upload::Uploads;
 use crate::usage::{JournalError, Usage};
+use crate::webhooks::WebhookSender;
 
 /// Why the gateway cannot be built from valid-looking settings.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let tracker = TaskTracker::new();
     let pool = KeyPool::new(settings.capacity, Arc::new(LocalLedger::new()), tracker.clone());
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
+    // Deliveries run on the jobs' tracker, so shutdown gives them the same grace.
+    let webhooks = WebhookSender::new(settings.webhooks, tracker.clone())?;
     let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
     let delivery = Delivery::new(client, settings.delivery);
     for client in &settings.clients.clients {
@@ -58,15 +61,16 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let batches = Batches::new(settings.batches);
     let clients = Clients::new(&settings.clients);
     let usage = Usage::open(&settings.usage)?;
-    Ok(AppState::from_parts(
-        settings.server,
+    Ok(AppState::from_parts(Parts {
+        server: settings.server,
         uploads,
         catalog,
         dispatcher,
         delivery,
         batches,
-        settings.job_rules,
+        job_rules: settings.job_rules,
         clients,
         usage,
-    ))
+        webhooks,
+    }))
 }

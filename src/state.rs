@@ -14,6 +14,7 @@ use crate::dispatch::Dispatcher;
 use crate::job::JobRules;
 use crate::upload::Uploads;
 use crate::usage::Usage;
+use crate::webhooks::WebhookSender;
 
 /// The HTTP side: where to listen, who may call, and how shutdown drains.
 #[derive(Debug, Clone)]
@@ -36,6 +37,20 @@ pub struct ServerSettings {
     pub max_connections: usize,
 }
 
+/// What a gateway is built from.
+pub struct Parts {
+    pub server: ServerSettings,
+    pub uploads: Uploads,
+    pub catalog: Catalog,
+    pub dispatcher: Dispatcher,
+    pub delivery: Delivery,
+    pub batches: Batches,
+    pub job_rules: JobRules,
+    pub clients: Clients,
+    pub usage: Usage,
+    pub webhooks: WebhookSender,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub server: Arc<ServerSettings>,
@@ -50,33 +65,37 @@ pub struct AppState {
     /// Who may call, with what limits.
     pub clients: Arc<Clients>,
     pub usage: Usage,
+    /// Outgoing webhooks (`jobs.webhook_*`), on the dispatcher's tracker.
+    pub webhooks: WebhookSender,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// The state of a gateway built from these parts (`startup` builds them from `Settings`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        server: ServerSettings,
-        uploads: Uploads,
-        catalog: Catalog,
-        dispatcher: Dispatcher,
-        delivery: Delivery,
-        batches: Batches,
-        job_rules: JobRules,
-        clients: Clients,
-        usage: Usage,
-    ) -> AppState {
-        AppState {
-            clients: Arc::new(clients),
-            usage,
-            batches: Arc::new(batches),
+    pub fn from_parts(parts: Parts) -> AppState {
+        let Parts {
+            server,
+            uploads,
+            catalog,
+            dispatcher,
+            delivery,
+            batches,
             job_rules,
+            clients,
+            usage,
+            webhooks,
+        } = parts;
+        AppState {
             server: Arc::new(server),
             uploads: Arc::new(uploads),
             catalog: Arc::new(catalog),
             dispatcher,
+            job_rules,
             delivery,
+            batches: Arc::new(batches),
+            clients: Arc::new(clients),
+            usage,
+            webhooks,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -85,6 +85,15 @@ impl SubmitBody {
         SubmitBody { head: Bytes::from(head), images }
     }
 
+    /// The same body asking BFL to call `url` with `secret` when the task ends. The secret goes
+    /// only into the body sent to BFL (never logged).
+    pub fn with_webhook(mut self, url: &str, secret: &str) -> SubmitBody {
+        let mut head = String::from_utf8_lossy(&self.head).into_owned();
+        head.push_str(&format!(",\"webhook_url\":{},\"webhook_secret\":{}", json!(url), json!(secret)));
+        self.head = Bytes::from(head);
+        self
+    }
+
     /// Exact byte length of the body.
     pub fn content_length(&self) -> u64 {
         let images: u64 = self

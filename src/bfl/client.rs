@@ -49,6 +49,14 @@ impl BflClient {
         url
     }
 
+    /// Where a task is polled when the submit's answer named no `polling_url` (BFL's
+    /// `GET /v1/get_result?id=`, on the configured base).
+    pub fn result_url(&self, task_id: &str) -> Url {
+        let mut url = self.submit_url("/v1/get_result");
+        url.query_pairs_mut().append_pair("id", task_id);
+        url
+    }
+
     /// POSTs a job.
     pub async fn submit(
         &self,

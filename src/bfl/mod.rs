@@ -5,6 +5,7 @@
 mod allow;
 mod body;
 mod client;
+pub mod webhook;
 mod wire;
 
 pub use allow::AllowList;

@@ -3,18 +3,23 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Answer to a submit: where to poll.
+/// Answer to a submit: where to poll. A submit that carried a `webhook_url` is answered without
+/// a `polling_url` (BFL's `AsyncWebhookResponse`); its task is polled at `/v1/get_result?id=`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SubmitReply {
     pub id: String,
-    pub polling_url: String,
+    #[serde(default)]
+    pub polling_url: Option<String>,
     #[serde(default)]
     pub cost: Option<f64>,
 }
 
-/// Answer to a poll.
+/// Answer to a poll, and the body of a BFL webhook (the same `ResultResponse` document).
 #[derive(Debug, Clone, Deserialize)]
 pub struct PollReply {
+    /// The task's id (checked against the task a webhook claims to be about).
+    #[serde(default)]
+    pub id: Option<String>,
     #[serde(default)]
     pub status: String,
     #[serde(default)]

@@ -1,18 +1,27 @@
-//! Following an accepted task: polls its `polling_url` (only if it is on the allow-list) until a
-//! terminal status, or until the maximum task lifetime. The model's deadline does not stop it:
-//! the client has its 504 by then, but the slot stays held until BFL's task is really over.
+//! Following an accepted task until a terminal status, or until the maximum task lifetime. The
+//! model's deadline does not stop it: the client has its 504 by then, but the slot stays held
+//! until BFL's task is really over.
+//!
+//! Two sources say how the task stands, and both go through the same classification (`judge`):
+//! polls of its `polling_url` (only if it is on the allow-list), and, with BFL webhooks on, the
+//! document BFL posts to the job's webhook URL, which wakes the loop at once. With webhooks on,
+//! polling is only a slow fallback (first at twice the expected time, then every
+//! `BflWebhookSettings::poll_interval`), so a lost webhook costs latency, never the image.
 //! Transient poll failures are polled through; statuses this version does not know mean running.
 
-use reqwest::Url;
-use tokio::time::{Instant, sleep, sleep_until};
+use std::time::Duration;
 
-use crate::bfl::{Status, SubmitReply, UpstreamError};
+use reqwest::Url;
+use tokio::time::{Instant, sleep_until};
+
+use crate::bfl::{PollReply, Status, SubmitReply, UpstreamError};
 use crate::capacity::{KeyTrouble, Lease};
 use crate::job::ImageJob;
 use crate::records::{Finished, JobFailure, JobStatus};
 use crate::telemetry::metrics;
 
 use super::Inner;
+use super::inbox::Registration;
 use super::reporter::Reporter;
 use super::schedule::next_poll;
 
@@ -27,6 +36,14 @@ pub(super) enum Followed {
     Unfollowable(JobFailure),
 }
 
+/// What woke the follow loop.
+enum Wake {
+    /// Time for a poll.
+    Poll,
+    /// BFL's webhook brought the task's document.
+    Pushed(PollReply),
+}
+
 impl Inner {
     pub(super) async fn follow(
         &self,
@@ -34,19 +51,22 @@ impl Inner {
         job: &ImageJob,
         accepted: SubmitReply,
         reporter: &Reporter,
+        mut webhook: Option<&mut Registration>,
     ) -> Followed {
         let submitted_at = Instant::now();
         tracing::debug!(job = %reporter.id(), model = job.model.id, task = %accepted.id, cost = ?accepted.cost, "BFL accepted the job");
         reporter.set(JobStatus::Running { progress: None });
-        let polling_url = match Url::parse(&accepted.polling_url) {
-            Ok(url) if self.client.allows(&url) => url,
-            Ok(url) => {
+        let polling_url = match accepted.polling_url.as_deref().map(Url::parse) {
+            // A submit that carried a webhook_url is answered without one.
+            None => self.client.result_url(&accepted.id),
+            Some(Ok(url)) if self.client.allows(&url) => url,
+            Some(Ok(url)) => {
                 tracing::error!(host = ?url.host_str(), "polling_url is off the allow-list; the key is not sent there");
                 return Followed::Unfollowable(JobFailure::Unfollowable(
                     "BFL returned a polling_url off the allow-list",
                 ));
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 return Followed::Unfollowable(JobFailure::Unfollowable(
                     "BFL returned an unusable polling_url",
                 ));
@@ -54,10 +74,32 @@ impl Inner {
         };
         let lifetime = self.settings.max_task_lifetime.max(job.model.deadline);
         let expected = job.model.expected.mul_f64(self.settings.first_poll_scale);
-        sleep_until(submitted_at + expected).await;
-        // When the poll before this one was sent: Ready was noticed at most this long after it.
+        // With webhooks, the first poll waits long enough for BFL's call to come first.
+        let fallback =
+            self.settings.bfl_webhooks.as_ref().filter(|_| webhook.is_some()).map(|w| w.poll_interval);
+        let first_poll = if fallback.is_some() { expected * 2 } else { expected };
+        let mut next = submitted_at + first_poll;
+        // When the last poll went out: a Ready a poll sees was noticed at most this late.
         let mut previous_poll = submitted_at;
         loop {
+            let mut lag = None;
+            let wake = match webhook.as_deref_mut() {
+                Some(registration) => tokio::select! {
+                    () = sleep_until(next) => Wake::Poll,
+                    pushed = registration.rx.recv() => match pushed {
+                        Some(document) => Wake::Pushed(document),
+                        // The inbox holds the sender while the registration lives: not reached.
+                        None => {
+                            webhook = None;
+                            continue;
+                        }
+                    },
+                },
+                None => {
+                    sleep_until(next).await;
+                    Wake::Poll
+                }
+            };
             let elapsed = submitted_at.elapsed();
             if elapsed >= lifetime {
                 tracing::warn!(job = %reporter.id(), task = %accepted.id, "task outlived the maximum task lifetime; its slot is freed");
@@ -66,77 +108,125 @@ impl Inner {
                     accepted: true,
                 }));
             }
-            lease.renew().await;
-            // Boxed: an HTTP exchange's state exists only while a poll is out, not between polls.
-            let sent = Instant::now();
-            let polled =
-                Box::pin(self.client.poll(lease.key(), &polling_url, self.settings.poll_timeout)).await;
-            let polled = polled.map(|r| r.status());
-            metrics::upstream_poll(match &polled {
-                Ok(status) => status.kind(),
-                Err(e) => e.kind(),
-            });
-            if let Ok(status) = &polled
-                && !matches!(status, Status::Running { .. } | Status::Unrecognized(_) | Status::TaskNotFound)
-            {
+            let status = match wake {
+                Wake::Pushed(document) => {
+                    if document.id.as_deref().is_some_and(|id| id != accepted.id) {
+                        tracing::warn!(job = %reporter.id(), task = %accepted.id, "a webhook named another task; ignored");
+                        continue;
+                    }
+                    match document.status() {
+                        // Only a poll can tell a task is missing.
+                        Status::TaskNotFound => continue,
+                        status => status,
+                    }
+                }
+                Wake::Poll => {
+                    lease.renew().await;
+                    let sent = Instant::now();
+                    // Boxed: an HTTP exchange's state exists only while a poll is out.
+                    let polled =
+                        Box::pin(self.client.poll(lease.key(), &polling_url, self.settings.poll_timeout))
+                            .await;
+                    metrics::upstream_poll(match &polled {
+                        Ok(reply) => reply.status().kind(),
+                        Err(e) => e.kind(),
+                    });
+                    lag = Some(sent.duration_since(previous_poll));
+                    previous_poll = sent;
+                    next = Instant::now() + self.poll_delay(expected, submitted_at.elapsed(), fallback);
+                    match polled.map(|r| r.status()) {
+                        // BFL may not know a task for a moment after its submit; the grace counts
+                        // from the first poll, which for slow models comes after the grace itself.
+                        Ok(Status::TaskNotFound) if elapsed < first_poll + self.settings.not_found_grace => {
+                            continue;
+                        }
+                        // The task may still run upstream: its slot stays held until the deadline.
+                        Ok(Status::TaskNotFound) => return Followed::Unfollowable(JobFailure::TaskLost),
+                        Ok(status) => status,
+                        Err(UpstreamError::KeyRefused) => {
+                            lease.report(KeyTrouble::Revoked);
+                            return Followed::Unfollowable(JobFailure::Unfollowable(
+                                "BFL refused the gateway's key while the job ran",
+                            ));
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "transient poll failure; polling on");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !matches!(status, Status::Running { .. } | Status::Unrecognized(_) | Status::TaskNotFound) {
                 metrics::job_duration(job.model.id, submitted_at.elapsed());
-                if matches!(status, Status::Ready { .. }) {
-                    metrics::ready_lag(job.model.id, sent.duration_since(previous_poll));
+                if let (Status::Ready { .. }, Some(lag)) = (&status, lag) {
+                    metrics::ready_lag(job.model.id, lag);
                 }
             }
-            previous_poll = sent;
-            match polled {
-                Ok(Status::Running { progress }) => reporter.set(JobStatus::Running { progress }),
-                Ok(Status::Unrecognized(status)) => self.note_unrecognized(status),
-                Ok(Status::Ready { sample, prompt }) => {
-                    let sample = match Url::parse(&sample) {
-                        Ok(url) if self.client.allows(&url) => url,
-                        Ok(_) => {
-                            return Followed::Over(Err(JobFailure::Unfollowable(
-                                "BFL returned a result URL off the allow-list",
-                            )));
-                        }
-                        Err(_) => {
-                            return Followed::Over(Err(JobFailure::Unfollowable(
-                                "BFL returned an unusable result URL",
-                            )));
-                        }
-                    };
-                    let revised_prompt = prompt.filter(|p| p != job.prompt.as_str());
-                    return Followed::Over(Ok(Finished {
-                        sample,
-                        revised_prompt,
-                        task_id: accepted.id,
-                        cost: accepted.cost,
-                    }));
-                }
-                Ok(Status::RequestModerated) => {
-                    return Followed::Over(Err(JobFailure::Moderated {
-                        request: true,
-                        safety_tolerance: job.safety_tolerance,
-                    }));
-                }
-                Ok(Status::ContentModerated) => {
-                    return Followed::Over(Err(JobFailure::Moderated {
-                        request: false,
-                        safety_tolerance: job.safety_tolerance,
-                    }));
-                }
-                // BFL may not know a task for a moment after its submit; the grace counts from
-                // the first poll, which for slow models comes after the grace itself.
-                Ok(Status::TaskNotFound) if elapsed < expected + self.settings.not_found_grace => {}
-                // The task may still run upstream: its slot stays held until the deadline.
-                Ok(Status::TaskNotFound) => return Followed::Unfollowable(JobFailure::TaskLost),
-                Ok(Status::Failed(details)) => return Followed::Over(Err(JobFailure::TaskFailed(details))),
-                Err(UpstreamError::KeyRefused) => {
-                    lease.report(KeyTrouble::Revoked);
-                    return Followed::Unfollowable(JobFailure::Unfollowable(
-                        "BFL refused the gateway's key while the job ran",
-                    ));
-                }
-                Err(e) => tracing::debug!(error = %e, "transient poll failure; polling on"),
+            if let Some(followed) = self.judge(status, job, &accepted, reporter) {
+                return followed;
             }
-            sleep(next_poll(expected, submitted_at.elapsed(), self.settings.poll_interval)).await;
+        }
+    }
+
+    /// Delay before the next poll: the quick schedule, or the slow fallback with webhooks on.
+    fn poll_delay(&self, expected: Duration, elapsed: Duration, fallback: Option<Duration>) -> Duration {
+        match fallback {
+            Some(interval) => interval,
+            None => next_poll(expected, elapsed, self.settings.poll_interval),
+        }
+    }
+
+    /// What a status (from a poll or a webhook) means for the job: `None` while it runs. A result
+    /// URL must be on the allow-list whichever way it came.
+    fn judge(
+        &self,
+        status: Status,
+        job: &ImageJob,
+        accepted: &SubmitReply,
+        reporter: &Reporter,
+    ) -> Option<Followed> {
+        match status {
+            Status::Running { progress } => {
+                reporter.set(JobStatus::Running { progress });
+                None
+            }
+            Status::Unrecognized(status) => {
+                self.note_unrecognized(status);
+                None
+            }
+            // Handled by the caller, which knows where the status came from.
+            Status::TaskNotFound => None,
+            Status::Ready { sample, prompt } => {
+                let sample = match Url::parse(&sample) {
+                    Ok(url) if self.client.allows(&url) => url,
+                    Ok(_) => {
+                        return Some(Followed::Over(Err(JobFailure::Unfollowable(
+                            "BFL returned a result URL off the allow-list",
+                        ))));
+                    }
+                    Err(_) => {
+                        return Some(Followed::Over(Err(JobFailure::Unfollowable(
+                            "BFL returned an unusable result URL",
+                        ))));
+                    }
+                };
+                let revised_prompt = prompt.filter(|p| p != job.prompt.as_str());
+                Some(Followed::Over(Ok(Finished {
+                    sample,
+                    revised_prompt,
+                    task_id: accepted.id.clone(),
+                    cost: accepted.cost,
+                })))
+            }
+            Status::RequestModerated => Some(Followed::Over(Err(JobFailure::Moderated {
+                request: true,
+                safety_tolerance: job.safety_tolerance,
+            }))),
+            Status::ContentModerated => Some(Followed::Over(Err(JobFailure::Moderated {
+                request: false,
+                safety_tolerance: job.safety_tolerance,
+            }))),
+            Status::Failed(details) => Some(Followed::Over(Err(JobFailure::TaskFailed(details)))),
         }
     }
 

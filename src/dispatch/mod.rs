@@ -9,12 +9,13 @@
 
 mod follow;
 mod handle;
+mod inbox;
 mod reporter;
-mod retry;
 mod schedule;
 mod submit;
 
 pub use handle::JobHandle;
+pub use inbox::{BflWebhookSettings, Delivered, WebhookInbox};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,8 @@ pub struct DispatchSettings {
     pub first_poll_scale: f64,
     /// A task still running after this is given up (its slot freed), whatever BFL says.
     pub max_task_lifetime: Duration,
+    /// BFL calls back when a task ends (`upstream.webhook_base_url`); polling slows to a fallback.
+    pub bfl_webhooks: Option<BflWebhookSettings>,
 }
 
 #[derive(Clone)]
@@ -62,6 +65,8 @@ struct Inner {
     store: Arc<dyn JobStore>,
     settings: DispatchSettings,
     tracker: TaskTracker,
+    /// Tokens of jobs waiting for BFL's webhook.
+    inbox: Arc<WebhookInbox>,
     /// Statuses BFL sent that this version does not know, each logged once (bounded).
     unrecognized: Mutex<HashSet<String>>,
 }
@@ -75,7 +80,13 @@ impl Dispatcher {
         tracker: TaskTracker,
     ) -> Dispatcher {
         let unrecognized = Mutex::new(HashSet::new());
-        Dispatcher { inner: Arc::new(Inner { client, pool, store, settings, tracker, unrecognized }) }
+        let inbox = Arc::new(WebhookInbox::new(settings.bfl_webhooks.clone()));
+        Dispatcher { inner: Arc::new(Inner { client, pool, store, settings, tracker, inbox, unrecognized }) }
+    }
+
+    /// Where BFL's webhooks are taken (`POST /v1/bfl/webhooks/{token}`).
+    pub fn bfl_webhooks(&self) -> &WebhookInbox {
+        &self.inner.inbox
     }
 
     /// Jobs still running, including those whose client has gone.
@@ -153,7 +164,14 @@ impl Inner {
         deadline: Instant,
         abandon: CancellationToken,
     ) {
-        let body = SubmitBody::new(&job);
+        // With webhooks on, BFL is told where to call back (a token of this job's own).
+        let mut webhook = self.inbox.register();
+        let body = match (&webhook, self.inbox.secret()) {
+            (Some(registration), Some(secret)) => {
+                SubmitBody::new(&job).with_webhook(&registration.url, secret)
+            }
+            _ => SubmitBody::new(&job),
+        };
         // Each stage is boxed while it runs, so the task's own state between polls (most of a
         // job's life, times ten thousand) is only the stage in progress, not the largest one.
         let admission = Box::pin(self.admit(&job, &body, deadline, &abandon, &reporter)).await;
@@ -174,7 +192,7 @@ impl Inner {
                 lease.release().await;
             }
             Admission::Accepted { lease, reply } => {
-                match Box::pin(self.follow(&lease, &job, reply, &reporter)).await {
+                match Box::pin(self.follow(&lease, &job, reply, &reporter, webhook.as_mut())).await {
                     Followed::Over(Ok(finished)) => reporter.succeed(finished),
                     Followed::Over(Err(failure)) => reporter.fail(failure),
                     Followed::Unfollowable(failure) => {

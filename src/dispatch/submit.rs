@@ -19,7 +19,7 @@ use crate::telemetry::metrics;
 
 use super::Inner;
 use super::reporter::Reporter;
-use super::retry::backoff;
+use crate::retry::backoff;
 
 /// Back-off for a key BFL called full without saying for how long.
 const BUSY_BACKOFF: Duration = Duration::from_secs(2);

@@ -1,5 +1,6 @@
 //! Paths → handlers. Nothing but the route table lives here.
 
+mod bfl_webhooks;
 mod health;
 mod images;
 mod models;
@@ -34,6 +35,15 @@ pub fn api(state: &AppState) -> Router<AppState> {
 /// Routes for the operator, behind the admin token (checked by each handler).
 pub fn admin() -> Router<AppState> {
     Router::new().route("/v1/usage", get(usage::usage))
+}
+
+/// Routes BFL calls: authenticated by the webhook secret, not a client token.
+pub fn upstream() -> Router<AppState> {
+    let limit = crate::bfl::webhook::MAX_WEBHOOK_BYTES;
+    Router::new()
+        .route("/v1/bfl/webhooks/{token}", post(bfl_webhooks::receive_bfl_webhook))
+        .layer(DefaultBodyLimit::max(limit))
+        .route_layer(axum::middleware::from_fn(move |req, next| declared_length_within(limit, req, next)))
 }
 
 /// Routes a load balancer calls.

@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(routes::admin())
+        .merge(routes::upstream())
         .merge(routes::probes())
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
@@ -67,6 +68,8 @@ pub async fn serve(
     connections.set_phase(Phase::Draining);
     // Jobs still queued for a slot would start paying only now: they are refused instead.
     state.dispatcher.stop_admitting();
+    // Webhook deliveries in flight finish their attempt; none waits for another retry.
+    state.webhooks.stop_retrying();
     let grace_ends = Instant::now() + settings.shutdown_grace;
     tracing::info!(
         open = connections.open(),

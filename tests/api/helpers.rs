@@ -104,12 +104,22 @@ pub async fn spawn_configured(
     sim_config: SimConfig,
     extra: impl FnOnce(SocketAddr) -> Vec<(&'static str, config::Value)>,
 ) -> TestApp {
+    spawn_listening(sim_config, |sim, _| extra(sim)).await
+}
+
+/// As `spawn_configured`, for overrides that also need the gateway's own address (bound first).
+pub async fn spawn_listening(
+    sim_config: SimConfig,
+    extra: impl FnOnce(SocketAddr, SocketAddr) -> Vec<(&'static str, config::Value)>,
+) -> TestApp {
     let sim = Simulator::new(sim_config);
     let sim_addr = sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator binds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("gateway binds");
+    let addr = listener.local_addr().expect("bound address");
     let spool = tempfile::tempdir().expect("spool dir");
     let mut overrides = test_overrides(sim_addr);
     overrides.push(("uploads.spool_dir", spool.path().to_string_lossy().into_owned().into()));
-    overrides.extend(extra(sim_addr));
+    overrides.extend(extra(sim_addr, addr));
     // Open, as before client keys, unless the test configures some; usage in memory.
     if !overrides.iter().any(|(k, _)| *k == "server.api_keys" || *k == "server.auth") {
         overrides.push(("server.auth", "none".into()));
@@ -120,8 +130,6 @@ pub async fn spawn_configured(
     let settings =
         Settings::load(Sources { overrides, ..Sources::default() }).expect("test settings are valid");
     let state = fluxgate::startup::build(settings.clone()).expect("state builds");
-    let listener = tokio::net::TcpListener::bind(settings.server.listen).await.expect("gateway binds");
-    let addr = listener.local_addr().expect("bound address");
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = state.clone();
     let server = tokio::spawn(async move {

@@ -343,3 +343,71 @@ async fn the_received_log_keeps_only_the_newest_submits() {
     assert_eq!(submit(&app, "flux-dev", json!({"prompt": "x"})).await.0, 200);
     assert!(none.received().is_empty());
 }
+
+/// A receiver on loopback that records each webhook's headers and body.
+async fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                record.lock().expect("not poisoned").push((headers, body.to_vec()));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
+#[tokio::test]
+async fn a_finished_task_calls_its_webhook_with_the_secret_and_a_signature_of_the_body() {
+    let (url, seen) = webhook_receiver().await;
+    let (s, app) = sim(SimConfig { time_scale: 0.001, ..SimConfig::default() });
+    let body = json!({"prompt": "a cat", "webhook_url": url, "webhook_secret": "s3cret"});
+    let (status, reply) = submit(&app, "flux-dev", body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["webhook_url"], json!(url));
+    assert!(reply.get("polling_url").is_none(), "BFL's AsyncWebhookResponse has no polling_url");
+    let id = reply["id"].as_str().expect("id").to_owned();
+    for _ in 0..400 {
+        if s.webhooks_sent() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert_eq!(seen.len(), 1);
+    let (headers, body) = &seen[0];
+    assert_eq!(headers["x-webhook-secret"], "s3cret");
+    assert_eq!(
+        headers["x-bfl-signature"].to_str().expect("ascii"),
+        super::webhooks::signature("s3cret", body)
+    );
+    let doc: Value = serde_json::from_slice(body).expect("json");
+    assert_eq!(doc["id"], json!(id));
+    assert_eq!(doc["status"], "Ready");
+    assert!(doc["result"]["sample"].as_str().is_some());
+    assert_eq!(poll(&app, &id).await.1["status"], "Ready", "the task can still be polled");
+}
+
+#[tokio::test]
+async fn a_dropped_webhook_is_never_sent() {
+    let (url, seen) = webhook_receiver().await;
+    let (s, app) = sim(SimConfig { time_scale: 0.001, ..SimConfig::default() });
+    let body = json!({"prompt": "a cat [webhook:drop]", "webhook_url": url, "webhook_secret": "x"});
+    assert_eq!(submit(&app, "flux-dev", body).await.0, StatusCode::OK);
+    for _ in 0..100 {
+        if s.webhooks_dropped() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(s.webhooks_dropped(), 1);
+    assert!(seen.lock().expect("not poisoned").is_empty());
+}

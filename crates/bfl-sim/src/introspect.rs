@@ -19,7 +19,8 @@ pub(super) async fn tasks(State(sim): State<Arc<Simulator>>) -> Json<Value> {
 }
 
 impl Simulator {
-    /// `{"active", "peak_active", "rejected_429", "polls", "submit_attempts", "accepted"}`.
+    /// `{"active", "peak_active", "rejected_429", "polls", "submit_attempts", "accepted",
+    /// "webhooks_sent", "webhooks_dropped", "webhooks_failed"}`.
     pub fn stats(&self) -> Value {
         let accepted = self.lock().seq;
         json!({
@@ -29,6 +30,9 @@ impl Simulator {
             "polls": self.polls(),
             "submit_attempts": self.submit_attempts(),
             "accepted": accepted,
+            "webhooks_sent": self.webhooks_sent(),
+            "webhooks_dropped": self.webhooks_dropped(),
+            "webhooks_failed": self.webhooks_failed(),
         })
     }
 
@@ -102,7 +106,8 @@ mod tests {
         submit(&app, "flux-dev", "refused").await;
         let stats = get(&app, "/sim/stats").await;
         let expected = json!({
-            "active": 2, "peak_active": 2, "rejected_429": 1, "polls": 0, "submit_attempts": 3, "accepted": 2
+            "active": 2, "peak_active": 2, "rejected_429": 1, "polls": 0, "submit_attempts": 3, "accepted": 2,
+            "webhooks_sent": 0, "webhooks_dropped": 0, "webhooks_failed": 0
         });
         assert_eq!(stats, expected);
         let tasks = get(&app, "/sim/tasks").await;

@@ -27,6 +27,16 @@
 //! - `[submit:CODE]` → the submit answers HTTP CODE (400–599) with BFL's body for it, no task.
 //! - `[notfound:N]` → the first N polls of the task answer 404 `Task not found`.
 //! - `[poll-status:CODE]` → every poll of the task answers HTTP CODE (400–599).
+//! - `[webhook:drop]` → the task's webhook is never sent; `[webhook-delay:MS]` → it goes out MS
+//!   milliseconds after the task turns terminal (instead of `SimConfig::webhook_delay`).
+//!
+//! Webhooks: a submit with a `webhook_url` is answered as BFL does (`{id, status, webhook_url,
+//! cost…}`, no `polling_url`; `GET /v1/get_result?id=` still works), and once the task is terminal
+//! (Ready, moderated, failed) its `ResultResponse` is POSTed to the URL with `X-Webhook-Secret:
+//! <webhook_secret>` and `X-BFL-Signature: sha256=<hex HMAC-SHA256 of the body>` when a secret was
+//! given. One attempt each (no retries), `SimConfig::webhook_timeout` long, at most
+//! `SimConfig::webhook_max_in_flight` scheduled at once (more are dropped and counted); any URL is
+//! allowed, loopback included (this is a test tool). `SimConfig::webhook_drop_rate` drops some.
 //!
 //! Memory is bounded, so a long `fluxgate demo` or benchmark does not grow without end. Nothing
 //! runs in the background: expired entries are swept by the requests that follow (min-heaps of
@@ -62,6 +72,7 @@ mod state;
 mod submit;
 mod tasks;
 mod triggers;
+mod webhooks;
 
 #[cfg(test)]
 mod http_tests;
@@ -98,6 +109,14 @@ pub struct SimConfig {
     pub record_bodies: bool,
     /// How many accepted submits `Simulator::received` keeps (the newest; 0 = none).
     pub received_capacity: usize,
+    /// How long after a task turns terminal its webhook goes out.
+    pub webhook_delay: Duration,
+    /// Probability (0.0–1.0) that a task's webhook is never sent, drawn per task.
+    pub webhook_drop_rate: f64,
+    /// Timeout of one webhook POST.
+    pub webhook_timeout: Duration,
+    /// Webhooks scheduled or being sent at once; beyond, a task's webhook is dropped.
+    pub webhook_max_in_flight: usize,
 }
 
 impl Default for SimConfig {
@@ -114,6 +133,10 @@ impl Default for SimConfig {
             record_bodies: true,
             hung_task_ttl: Duration::from_secs(6 * 3600),
             received_capacity: 10_000,
+            webhook_delay: Duration::ZERO,
+            webhook_drop_rate: 0.0,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_in_flight: 1024,
         }
     }
 }

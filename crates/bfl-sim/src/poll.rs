@@ -100,7 +100,7 @@ impl Simulator {
     }
 
     /// `(result, details)` of a finished task.
-    fn outcome(&self, id: &str, task: &Task) -> (Value, Value) {
+    pub(super) fn outcome(&self, id: &str, task: &Task) -> (Value, Value) {
         match task.status.as_str() {
             "Ready" => (self.result(id, task), Value::Null),
             REQUEST_MODERATED | CONTENT_MODERATED => {

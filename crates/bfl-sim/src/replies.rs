@@ -66,15 +66,25 @@ pub(super) fn task_not_found(id: &str) -> Response {
 
 /// A `ResultResponse` document.
 pub(super) fn poll(id: &str, status: &str, result: Value, progress: Value, details: Value) -> Response {
-    let body = json!({
+    (StatusCode::OK, Json(result_document(id, status, result, progress, details))).into_response()
+}
+
+/// The `ResultResponse` JSON: a poll's answer, and the body of a webhook.
+pub(super) fn result_document(
+    id: &str,
+    status: &str,
+    result: Value,
+    progress: Value,
+    details: Value,
+) -> Value {
+    json!({
         "id": id,
         "status": status,
         "result": result,
         "progress": progress,
         "details": details,
         "preview": null,
-    });
-    (StatusCode::OK, Json(body)).into_response()
+    })
 }
 
 /// A 200 whose body is not JSON, as a misbehaving proxy might send.

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::signing::Signer;
 use super::tasks::{Retention, Table};
@@ -24,6 +26,14 @@ pub struct Simulator {
     pub(super) submit_attempts: AtomicUsize,
     pub(super) rejected_429: AtomicUsize,
     pub(super) polls: AtomicUsize,
+    pub(super) webhook_client: reqwest::Client,
+    /// Scheduled and in-flight webhooks.
+    pub(super) webhook_tasks: TaskTracker,
+    /// At most `SimConfig::webhook_max_in_flight` webhooks scheduled at once.
+    pub(super) webhook_slots: Arc<Semaphore>,
+    pub(super) webhooks_sent: AtomicUsize,
+    pub(super) webhooks_dropped: AtomicUsize,
+    pub(super) webhooks_failed: AtomicUsize,
 }
 
 /// Everything that changes while serving.
@@ -63,6 +73,16 @@ impl Simulator {
             submit_attempts: AtomicUsize::new(0),
             rejected_429: AtomicUsize::new(0),
             polls: AtomicUsize::new(0),
+            // Webhooks follow no redirect, as a careful sender would.
+            webhook_client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            webhook_tasks: TaskTracker::new(),
+            webhook_slots: Arc::new(Semaphore::new(cfg.webhook_max_in_flight)),
+            webhooks_sent: AtomicUsize::new(0),
+            webhooks_dropped: AtomicUsize::new(0),
+            webhooks_failed: AtomicUsize::new(0),
             cfg,
         })
     }

@@ -20,6 +20,7 @@ use super::schema::{self, Job};
 use super::state::Simulator;
 use super::tasks::{Caps, Task};
 use super::triggers::{self, AfterSubmit, Triggers};
+use super::webhooks::Webhook;
 use super::{Received, body};
 
 pub(super) async fn submit(
@@ -65,10 +66,15 @@ pub(super) async fn submit(
     let after_submit = triggers.after_submit;
     let request = Accepted { model, key: key.unwrap_or_default(), job, triggers, body: value, base };
     match sim.accept(request) {
-        Ok(reply) => match after_submit {
-            None => (StatusCode::OK, axum::Json(reply)).into_response(),
-            Some(how) => lost_answer(how).await,
-        },
+        Ok((reply, webhook)) => {
+            if let Some((webhook, dropped)) = webhook {
+                sim.schedule_webhook(webhook, dropped);
+            }
+            match after_submit {
+                None => (StatusCode::OK, axum::Json(reply)).into_response(),
+                Some(how) => lost_answer(how).await,
+            }
+        }
         Err(Refusal::Credits) => replies::detail(StatusCode::PAYMENT_REQUIRED, replies::NO_CREDITS),
         Err(Refusal::Capacity) => replies::detail(StatusCode::TOO_MANY_REQUESTS, replies::TOO_MANY_TASKS),
     }
@@ -121,7 +127,8 @@ impl Simulator {
         hit.then(|| if st.fault_rng.bool() { 500 } else { 503 })
     }
 
-    fn accept(&self, a: Accepted) -> Result<Value, Refusal> {
+    /// The submit's answer, and the webhook to send when the task ends (with whether to drop it).
+    fn accept(&self, a: Accepted) -> Result<(Value, Option<(Webhook, bool)>), Refusal> {
         let now = Instant::now();
         let mut st = self.lock();
         if st.broke.contains(a.key) {
@@ -150,11 +157,17 @@ impl Simulator {
         let cost = ((a.model.credits * output_mp.max(1.0) + a.model.credits / 2.0 * input_mp) * 100.0)
             .round()
             / 100.0;
+        let ready_at = run.and_then(|d| now.checked_add(d));
+        let delay = a.triggers.webhook_delay.unwrap_or(self.cfg.webhook_delay);
+        let webhook = Webhook::requested(&a.body, &id, ready_at, delay).map(|w| {
+            let dropped = a.triggers.webhook_drop || rng.f64() < self.cfg.webhook_drop_rate;
+            (w, dropped)
+        });
         let task = Task {
             model: a.model,
             key: a.key.to_owned(),
             submitted: now,
-            ready_at: run.and_then(|d| now.checked_add(d)),
+            ready_at,
             status: if a.triggers.error_seed == Some(seed) {
                 triggers::ERROR.to_owned()
             } else {
@@ -184,13 +197,25 @@ impl Simulator {
                 input_dims: a.job.input_dims,
             });
         }
-        Ok(json!({
-            "id": id,
-            "polling_url": format!("{}/v1/get_result?id={id}", a.base),
-            "cost": cost,
-            "input_mp": input_mp,
-            "output_mp": output_mp,
-        }))
+        // With a webhook, BFL answers `AsyncWebhookResponse`: no polling_url.
+        let reply = match &webhook {
+            Some((w, _)) => json!({
+                "id": id,
+                "status": "Pending",
+                "webhook_url": w.url,
+                "cost": cost,
+                "input_mp": input_mp,
+                "output_mp": output_mp,
+            }),
+            None => json!({
+                "id": id,
+                "polling_url": format!("{}/v1/get_result?id={id}", a.base),
+                "cost": cost,
+                "input_mp": input_mp,
+                "output_mp": output_mp,
+            }),
+        };
+        Ok((reply, webhook))
     }
 }
 

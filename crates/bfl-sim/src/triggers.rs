@@ -27,6 +27,10 @@ pub(super) struct Triggers {
     pub after_submit: Option<AfterSubmit>,
     /// `[error-seed:N]`: the task whose seed is N ends with status `Error` (one of a fan-out).
     pub error_seed: Option<i64>,
+    /// `[webhook:drop]`: the task's webhook is never sent (polling must find the result).
+    pub webhook_drop: bool,
+    /// `[webhook-delay:MS]`: the task's webhook goes out MS milliseconds after it turns terminal.
+    pub webhook_delay: Option<Duration>,
 }
 
 /// How a submit's answer is lost after BFL has created the task.
@@ -73,6 +77,12 @@ impl Triggers {
                 }
             }
             ("hang", None) => self.hang = true,
+            ("webhook", Some("drop")) => self.webhook_drop = true,
+            ("webhook-delay", Some(ms)) => {
+                if let Ok(ms) = ms.trim().parse::<u64>() {
+                    self.webhook_delay.get_or_insert(Duration::from_millis(ms));
+                }
+            }
             ("error-seed", Some(n)) if self.error_seed.is_none() => self.error_seed = n.trim().parse().ok(),
             ("after-submit", Some(how)) if self.after_submit.is_none() => {
                 self.after_submit = match how {
@@ -129,6 +139,9 @@ mod tests {
         assert_eq!(Triggers::parse("[after-submit:reset]").after_submit, Some(AfterSubmit::Reset));
         assert_eq!(Triggers::parse("[after-submit:nope]").after_submit, None);
         assert_eq!(Triggers::parse("[error-seed:12]").error_seed, Some(12));
+        assert!(Triggers::parse("[webhook:drop]").webhook_drop);
+        assert!(!Triggers::parse("[webhook:keep]").webhook_drop);
+        assert_eq!(Triggers::parse("[webhook-delay:40]").webhook_delay, Some(Duration::from_millis(40)));
         assert_eq!(t.slow, Some(Duration::from_millis(250)));
         assert!(t.hang);
         assert_eq!(t.notfound, 3);

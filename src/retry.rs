@@ -1,10 +1,11 @@
-//! The one home of retry timing: exponential backoff with full jitter, honouring `retry-after`.
+//! The one home of retry timing: exponential backoff with full jitter, honouring `retry-after`
+//! (submits to BFL, outgoing webhook deliveries).
 
 use std::time::Duration;
 
 /// Delay before retry number `attempt` (0-based): `base · 2^attempt`, jittered to 50–100 %, or what
 /// the upstream asked for when it said so (capped, so one header cannot stall a job).
-pub(super) fn backoff(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub fn backoff(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(asked) = retry_after {
         return asked.min(Duration::from_secs(10));
     }
