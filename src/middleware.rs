@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCause};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -36,7 +37,10 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     req.extensions_mut().insert(RequestId(Arc::from(id.as_str())));
     let started = Instant::now();
+    let route = RouteSlot::default();
+    req.extensions_mut().insert(route.clone());
     let mut response = next.run(req).instrument(span.clone()).await;
+    metrics::http_request(&route.get(), response.status().as_u16(), started.elapsed());
     span.in_scope(|| {
         let (status, ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
         match response.extensions().get::<ErrorCause>() {
@@ -48,6 +52,27 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// Where the route pattern a request matched is noted (by `note_route`, inside the router), for
+/// the request-log layer outside it. Requests that matched no route are `unmatched`.
+#[derive(Clone, Default)]
+pub struct RouteSlot(Arc<std::sync::OnceLock<String>>);
+
+impl RouteSlot {
+    fn get(&self) -> String {
+        self.0.get().cloned().unwrap_or_else(|| "unmatched".to_owned())
+    }
+}
+
+/// Notes the matched route pattern (`/v1/async/jobs/{id}`, never the path itself) in the slot.
+pub async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(path), Some(slot)) =
+        (req.extensions().get::<MatchedPath>(), req.extensions().get::<RouteSlot>())
+    {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(req).await
 }
 
 /// Finds the request's client (`clients::Clients::identify`, constant time) or answers 401; the

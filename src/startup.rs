@@ -15,6 +15,7 @@ use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
 use crate::state::{AppState, Parts};
+use crate::telemetry;
 use crate::upload::Uploads;
 use crate::usage::{JournalError, Usage};
 use crate::webhooks::WebhookSender;
@@ -44,6 +45,7 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     }
     let uploads = Uploads::start(settings.uploads).map_err(StartupError::Spool)?;
     let client = BflClient::new(&settings.upstream)?;
+    telemetry::metrics::install();
     let tracker = TaskTracker::new();
     let pool = KeyPool::new(settings.capacity, Arc::new(LocalLedger::new()), tracker.clone());
     let store = Arc::new(MemoryJobStore::new(settings.jobs));

@@ -137,6 +137,15 @@ impl KeyPool {
     }
 
     /// Slots this process holds across all keys.
+    /// Slots this process holds per key, by stable key id.
+    pub fn in_use_by_key(&self) -> Vec<(String, usize)> {
+        self.budgets
+            .iter()
+            .zip(&self.held)
+            .map(|(budget, held)| (budget.id.as_str().to_owned(), held.load(Ordering::SeqCst)))
+            .collect()
+    }
+
     pub fn in_use(&self) -> usize {
         self.held.iter().map(|h| h.load(Ordering::SeqCst)).sum()
     }

@@ -228,6 +228,10 @@ impl Clients {
         }
     }
 
+    pub fn has_admin_token(&self) -> bool {
+        self.admin.is_some()
+    }
+
     /// True when the request carries the admin token, or when the gateway is open and has none.
     pub fn is_admin(&self, headers: &HeaderMap) -> bool {
         match (self.admin, bearer_digest(headers)) {

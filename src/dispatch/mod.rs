@@ -18,6 +18,7 @@ pub use handle::JobHandle;
 pub use inbox::{BflWebhookSettings, Delivered, WebhookInbox};
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +70,24 @@ struct Inner {
     inbox: Arc<WebhookInbox>,
     /// Statuses BFL sent that this version does not know, each logged once (bounded).
     unrecognized: Mutex<HashSet<String>>,
+    /// Job tasks running now.
+    in_flight: AtomicUsize,
+}
+
+/// Counts a job task while it runs, however it ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Dispatcher {
@@ -81,7 +100,10 @@ impl Dispatcher {
     ) -> Dispatcher {
         let unrecognized = Mutex::new(HashSet::new());
         let inbox = Arc::new(WebhookInbox::new(settings.bfl_webhooks.clone()));
-        Dispatcher { inner: Arc::new(Inner { client, pool, store, settings, tracker, inbox, unrecognized }) }
+        let in_flight = AtomicUsize::new(0);
+        Dispatcher {
+            inner: Arc::new(Inner { client, pool, store, settings, tracker, inbox, unrecognized, in_flight }),
+        }
     }
 
     /// Where BFL's webhooks are taken (`POST /v1/bfl/webhooks/{token}`).
@@ -97,6 +119,16 @@ impl Dispatcher {
     /// Upstream slots this process holds right now (one per BFL task not yet terminal).
     pub fn slots_in_use(&self) -> usize {
         self.inner.pool.in_use()
+    }
+
+    /// Slots this process holds per key (stable key id), for metrics.
+    pub fn slots_by_key(&self) -> Vec<(String, usize)> {
+        self.inner.pool.in_use_by_key()
+    }
+
+    /// Jobs started and not yet over (queued, submitted or running).
+    pub fn jobs_in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
     }
 
     /// Jobs waiting in the queue for a slot.
@@ -151,7 +183,10 @@ impl Dispatcher {
         let abandon = CancellationToken::new();
         let inner = self.inner.clone();
         let cancelled = abandon.clone();
-        self.inner.tracker.spawn(async move { inner.execute(job, reporter, deadline, cancelled).await });
+        self.inner.tracker.spawn(async move {
+            let _counted = InFlight::enter(&inner.in_flight);
+            inner.execute(job, reporter, deadline, cancelled).await;
+        });
         JobHandle::new(id, rx, deadline, limit, abandon.drop_guard())
     }
 }

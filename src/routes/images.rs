@@ -22,6 +22,7 @@ use crate::middleware::RequestId;
 use crate::openai::{Fields, ImagesResponse, JsonFields};
 use crate::state::AppState;
 use crate::upload::{self, EditUpload, RefRule};
+use crate::webhooks::check_target;
 
 /// Header saying how many of the `n` images asked for failed (the reply carries the others).
 const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
@@ -179,7 +180,8 @@ async fn present(state: &AppState, batch: Arc<Batch>) -> Result<Response, ApiErr
 }
 
 /// Starts (or joins) an async job and answers 202 with it at once; the job runs to its end
-/// whether or not anyone asks for it, and is kept `jobs.result_ttl_secs` after.
+/// whether or not anyone asks for it, and is kept `jobs.result_ttl_secs` after. With a
+/// `webhook_url`, the job object is posted there once when it ends (`webhooks`).
 async fn submit_async(
     state: &AppState,
     origin: Origin,
@@ -191,6 +193,10 @@ async fn submit_async(
     if job.stream {
         return Err(ApiError::invalid("stream", "async jobs do not stream; poll the job, or omit `stream`"));
     }
+    let webhook = match fields.string("webhook_url")? {
+        Some(url) => Some(check_target(url, state.webhooks.settings())?),
+        None => None,
+    };
     state.batches.check_room()?;
     let claim = begin(state, origin, headers, endpoint, fields, job).await?;
     let batch = claim.batch().clone();
@@ -201,6 +207,17 @@ async fn submit_async(
             batch.settled().await;
             batch.account_settled();
             state.batches.settle(&batch.id);
+            if let Some(url) = webhook {
+                // The job object as `GET /v1/async/jobs/{id}` shows it now, once.
+                match job_object(&state, &batch).await {
+                    Ok(object) => {
+                        state.webhooks.send(format!("evt_{}", batch.id), url, object);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %batch.id, error = %e, "the job's webhook could not be made")
+                    }
+                }
+            }
         });
     }
     Ok((StatusCode::ACCEPTED, Json(job_object(state, &batch).await?)).into_response())

@@ -3,6 +3,7 @@
 mod bfl_webhooks;
 mod health;
 mod images;
+mod metrics;
 mod models;
 mod usage;
 
@@ -34,7 +35,7 @@ pub fn api(state: &AppState) -> Router<AppState> {
 
 /// Routes for the operator, behind the admin token (checked by each handler).
 pub fn admin() -> Router<AppState> {
-    Router::new().route("/v1/usage", get(usage::usage))
+    Router::new().route("/v1/usage", get(usage::usage)).route("/metrics", get(metrics::metrics))
 }
 
 /// Routes BFL calls: authenticated by the webhook secret, not a client token.

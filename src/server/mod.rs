@@ -22,19 +22,21 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::ApiError;
-use crate::middleware::{authenticate, panic_response, request_id};
+use crate::middleware::{authenticate, note_route, panic_response, request_id};
 use crate::routes;
 use crate::state::AppState;
 
 use connections::{Connections, Phase};
 
 pub fn app(state: AppState) -> Router {
-    let api = routes::api(&state).route_layer(from_fn_with_state(state.clone(), authenticate));
+    let api = routes::api(&state)
+        .route_layer(from_fn_with_state(state.clone(), authenticate))
+        .route_layer(from_fn(note_route));
     Router::new()
         .merge(api)
-        .merge(routes::admin())
-        .merge(routes::upstream())
-        .merge(routes::probes())
+        .merge(routes::admin().route_layer(from_fn(note_route)))
+        .merge(routes::upstream().route_layer(from_fn(note_route)))
+        .merge(routes::probes().route_layer(from_fn(note_route)))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::{Caller, Period};
 use crate::error::ApiError;
+use crate::telemetry::metrics;
 
 use journal::Journal;
 
@@ -113,10 +114,13 @@ impl Usage {
     /// Records an entry: the ledger, the journal, and one `usage` log event.
     pub fn record(&self, entry: Entry, request_id: &str, task_id: Option<&str>, megapixels: Option<f64>) {
         match &entry {
-            Entry::Billed { client, model, price_usd, upstream_cost_usd, .. } => tracing::info!(
-                target: "usage", request_id, client, model, megapixels, price_usd, upstream_cost_usd, task_id,
-                "usage: image billed"
-            ),
+            Entry::Billed { client, model, price_usd, upstream_cost_usd, .. } => {
+                metrics::billed(model, client, *price_usd);
+                tracing::info!(
+                    target: "usage", request_id, client, model, megapixels, price_usd, upstream_cost_usd, task_id,
+                    "usage: image billed"
+                );
+            }
             Entry::Failed { client, model, kind, .. } => {
                 tracing::info!(target: "usage", request_id, client, model, kind, task_id, "usage: image failed, not billed")
             }

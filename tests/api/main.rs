@@ -21,6 +21,7 @@ mod fuzz;
 mod generations;
 mod hostile_upstream;
 mod idempotency;
+mod metrics;
 mod models_and_probes;
 mod outgoing_webhooks;
 mod result_urls;

@@ -147,3 +147,38 @@ async fn a_target_off_the_rules_is_a_400_naming_webhook_url() {
     let err = check_target("https://example.com/hook", &unconfigured.webhooks).expect_err("no secret");
     assert!(err.to_string().contains("jobs.webhook_secret"), "{err}");
 }
+
+#[tokio::test]
+async fn an_async_job_with_a_webhook_url_posts_its_job_object_once_when_it_ends() {
+    let (addr, seen) = receiver(1).await;
+    let sim = bfl_sim::SimConfig { time_scale: 0.02, ..bfl_sim::SimConfig::default() };
+    let app = crate::helpers::spawn_with(
+        sim,
+        vec![
+            ("jobs.webhook_secret", SECRET.into()),
+            ("jobs.webhook_allowed_hosts", vec!["127.0.0.1".to_owned()].into()),
+            ("jobs.webhook_retry_base_ms", 10.into()),
+        ],
+    )
+    .await;
+    let body =
+        json!({"model": "flux-2-klein-4b", "prompt": "a kite", "webhook_url": format!("http://{addr}/hook")});
+    let accepted = app.post_json("/v1/async/images/generations", &body).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let id = accepted.body["id"].as_str().expect("id").to_owned();
+    wait_for(|| seen.lock().unwrap().len() >= 2).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one failed attempt, then one accepted");
+    assert_eq!(seen[0].id, format!("evt_{id}"));
+    assert_eq!(seen[0].id, seen[1].id, "a retry keeps the webhook id");
+    let object: serde_json::Value = serde_json::from_slice(&seen[1].body).expect("json");
+    assert_eq!((object["id"].as_str(), object["status"].as_str()), (Some(id.as_str()), Some("succeeded")));
+    assert!(object["data"][0]["url"].is_string(), "{object}");
+    let refused = app
+        .post_json(
+            "/v1/async/images/generations",
+            &json!({"prompt": "x", "webhook_url": "http://10.0.0.1/hook"}),
+        )
+        .await;
+    assert_eq!((refused.status, refused.error_param()), (400, Some("webhook_url")));
+}
