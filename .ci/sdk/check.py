@@ -382,6 +382,8 @@ def main() -> int:
         run_edit_checks(client)
 
     run_lost_submit_checks(base_url, api_key)
+    run_async_webhook_check(base_url, api_key)
+    run_metrics_check(base_url, api_key)
 
     print(f"{_passed} passed, {_failed} failed", flush=True)
     return 1 if _failed else 0
@@ -414,6 +416,122 @@ def run_lost_submit_checks(base_url: str, api_key: str) -> None:
 
     for how in ("hang", "reset", "garbage"):
         check(f"lost submit answer ({how}) with default SDK retries -> one submit, 502", lost(how))
+
+
+def _post_json(url: str, body: dict, api_key: str) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {api_key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def run_async_webhook_check(base_url: str, api_key: str) -> None:
+    """An async job with a webhook_url: the receiver fails twice, then the third delivery is
+    accepted; every delivery verifies with the standardwebhooks library and carries one id."""
+    import http.server
+    from standardwebhooks.webhooks import Webhook
+
+    secret = os.environ.get("FLUXGATE_WEBHOOK_SECRET")
+    seen: list[tuple[dict, bytes]] = []
+    done = threading.Event()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            ok = len(seen) >= 3
+            self.send_response(204 if ok else 500)
+            self.end_headers()
+            if ok:
+                done.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def run() -> str:
+        expect(bool(secret), "FLUXGATE_WEBHOOK_SECRET is not set")
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+            status, job = _post_json(
+                f"{base_url}/async/images/generations",
+                {"model": "flux-2-klein-4b", "prompt": PROMPT, "webhook_url": hook},
+                api_key,
+            )
+            expect(status == 202, f"202 for an async job, got {status} {job}")
+            expect(job.get("object") == "image.job", f"an image.job: {job}")
+            # Bounded: the job takes a second or two, the retries a fraction of a second each.
+            expect(done.wait(60), f"three deliveries within 60 s, got {len(seen)}")
+            verifier = Webhook(secret)
+            for headers, body in seen:
+                verifier.verify(body, headers)
+            ids = {h["webhook-id"] for h, _ in seen}
+            expect(len(ids) == 1, f"one webhook id across retries: {ids}")
+            final = json.loads(seen[-1][1])
+            expect(final.get("id") == job["id"] and final.get("status") == "succeeded", f"the job object: {final}")
+            with urllib.request.urlopen(
+                urllib.request.Request(f"{base_url}/async/jobs/{job['id']}", headers={"authorization": f"Bearer {api_key}"}),
+                timeout=10,
+            ) as r:
+                polled = json.load(r)
+            expect(polled.get("data") == final.get("data"), "GET /v1/async/jobs/{id} shows the same data")
+            return f"{len(seen)} deliveries, verified by standardwebhooks, one id"
+        finally:
+            server.shutdown()
+
+    check("async job with webhook_url: retried after two failures, verified with standardwebhooks", run)
+
+
+def run_metrics_check(base_url: str, api_key: str) -> None:
+    """/metrics parses as Prometheus text, and its counters move with a known run."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    root = base_url.rsplit("/v1", 1)[0]
+
+    def scrape() -> dict[tuple[str, tuple], float]:
+        with urllib.request.urlopen(f"{root}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    def run() -> str:
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=60)
+        before = scrape()
+        for _ in range(3):
+            client.images.generate(model="flux-dev", prompt=PROMPT)
+        try:
+            client.images.generate(model="flux-dev", prompt=PROMPT, size="3x3")
+        except openai.BadRequestError:
+            pass
+        after = scrape()
+
+        def delta(name: str, **labels: str) -> float:
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        ok = delta("fluxgate_http_requests_total", route="/v1/images/generations", status="200")
+        bad = delta("fluxgate_http_requests_total", route="/v1/images/generations", status="400")
+        billed = delta("fluxgate_images_billed_total", model="flux-dev", client="anonymous")
+        usd = delta("fluxgate_billed_usd_total", model="flux-dev", client="anonymous")
+        # Other checks run at the same time only on other models; these count this run alone.
+        expect(ok >= 3 and bad >= 1, f"requests counted: 200 +{ok}, 400 +{bad}")
+        expect(billed == 3, f"3 flux-dev images billed, got +{billed}")
+        expect(abs(usd - 0.06) < 1e-9, f"$0.06 billed for flux-dev, got +{usd}")
+        expect(any(k[0] == "fluxgate_job_duration_seconds_count" for k in after), "job durations recorded")
+        return f"parsed {len(after)} samples; +{billed:.0f} images, +${usd:.2f}"
+
+    check("/metrics parses with prometheus_client and counts the run", run)
 
 
 def run_edit_checks(client: openai.OpenAI) -> None:
