@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Most connections open at once; beyond it new ones wait to be accepted.
     pub max_connections: usize,
+    /// The request's log line carries its prompt (`telemetry.log_prompts`).
+    pub log_prompts: bool,
 }
 
 /// What a gateway is built from.
