@@ -18,6 +18,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+/// Every POST a receiver got: path, headers, body.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -73,18 +76,13 @@ async fn ready(url: &str) {
 }
 
 /// A receiver for OTLP exports and webhooks: every POST, with its path and body.
-async fn receiver() -> (u16, Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>) {
+async fn receiver() -> (u16, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = Router::new()
-        .fallback(post(
-            |State(seen): State<Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>>,
-             uri: Uri,
-             headers: HeaderMap,
-             body: Bytes| async move {
-                seen.lock().unwrap().push((uri.path().to_owned(), headers, body));
-                StatusCode::OK
-            },
-        ))
+        .fallback(post(|State(seen): State<Seen>, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            seen.lock().unwrap().push((uri.path().to_owned(), headers, body));
+            StatusCode::OK
+        }))
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -181,7 +179,7 @@ async fn no_secret_appears_in_any_log_line_or_response() {
 
     let http = reqwest::Client::new();
     let mut transcript = String::new();
-    let mut record = |response: reqwest::Response| async move {
+    let record = |response: reqwest::Response| async move {
         let mut text = format!("{}\n", response.status());
         for (name, value) in response.headers() {
             text += &format!("{name}: {}\n", value.to_str().unwrap_or(""));
