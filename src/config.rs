@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::bfl::{AllowList, BflSettings};
 use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
-use crate::delivery::DeliverySettings;
+use crate::delivery::{DeliverySettings, S3Settings, StoreChoice};
 use crate::dispatch::DispatchSettings;
 use crate::job::JobLimits;
 use crate::records::StoreSettings;
@@ -25,8 +25,14 @@ use crate::upload::{UploadLimits, UploadSettings};
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "FLUXGATE__";
 /// Settings that are lists: comma-separated in the environment.
-const LIST_KEYS: [&str; 5] =
-    ["server.api_keys", "upstream.keys", "upstream.key_names", "upstream.allowed_hosts", "upstream.key_caps"];
+const LIST_KEYS: [&str; 6] = [
+    "server.api_keys",
+    "upstream.keys",
+    "upstream.key_names",
+    "upstream.allowed_hosts",
+    "upstream.key_caps",
+    "delivery.cors_origins",
+];
 
 /// Why the configuration cannot be used; printed as the one-line reason start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,7 @@ struct RawSettings {
     uploads: RawUploads,
     jobs: RawJobs,
     telemetry: RawTelemetry,
+    delivery: RawDelivery,
     #[serde(default)]
     models: RawModels,
 }
@@ -131,6 +138,30 @@ struct RawJobs {
     result_ttl_secs: u64,
     max_records: usize,
     max_n: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    store: String,
+    local_dir: String,
+    s3_bucket: String,
+    s3_region: String,
+    s3_endpoint: String,
+    s3_path_style: bool,
+    s3_prefix: String,
+    s3_access_key_id: String,
+    #[serde(deserialize_with = "secret")]
+    s3_secret_access_key: SecretString,
+    public_base_url: String,
+    link_base_url: String,
+    #[serde(deserialize_with = "secret")]
+    signing_key: SecretString,
+    link_ttl_secs: u64,
+    retention_secs: u64,
+    #[serde(deserialize_with = "strings")]
+    cors_origins: Vec<String>,
+    store_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,28 +251,40 @@ impl Settings {
 fn strings<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Scalar {
-        Text(String),
-        Int(i64),
-        Float(f64),
-        Flag(bool),
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
     enum OneOrMany {
         Many(Vec<Scalar>),
         One(Scalar),
     }
-    let text = |s: Scalar| match s {
-        Scalar::Text(t) => t,
-        Scalar::Int(i) => i.to_string(),
-        Scalar::Float(f) => f.to_string(),
-        Scalar::Flag(b) => b.to_string(),
-    };
     Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::Many(items) => items.into_iter().map(text).collect(),
-        OneOrMany::One(item) => vec![text(item)],
+        OneOrMany::Many(items) => items.into_iter().map(Scalar::text).collect(),
+        OneOrMany::One(item) => vec![item.text()],
     })
+}
+
+/// One value the environment source may have turned into a number or a boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+impl Scalar {
+    fn text(self) -> String {
+        match self {
+            Scalar::Text(t) => t,
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+/// A secret given as text (a key of digits from the environment arrives as a number).
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SecretString, D::Error> {
+    Ok(SecretString::from(Scalar::deserialize(deserializer)?.text()))
 }
 
 /// Every leaf key of `config`, dotted (`server.listen`).
@@ -293,13 +336,13 @@ impl TryFrom<RawSettings> for Settings {
     type Error = ConfigError;
 
     fn try_from(raw: RawSettings) -> Result<Self, ConfigError> {
-        let RawSettings { server, upstream, uploads, jobs, telemetry, models } = raw;
+        let RawSettings { server, upstream, uploads, jobs, telemetry, delivery, models } = raw;
         Ok(Settings {
             server: server_settings(server)?,
             telemetry: telemetry_settings(&telemetry)?,
             capacity: capacity_settings(&upstream)?,
             dispatch: dispatch_settings(&upstream)?,
-            delivery: delivery_settings(&upstream)?,
+            delivery: delivery_settings(&upstream, delivery)?,
             upstream: bfl_settings(&upstream)?,
             uploads: upload_settings(&uploads)?,
             job_limits: job_limits(&jobs)?,
@@ -391,17 +434,99 @@ fn bfl_settings(raw: &RawUpstream) -> Result<BflSettings, ConfigError> {
     })
 }
 
-fn delivery_settings(raw: &RawUpstream) -> Result<DeliverySettings, ConfigError> {
+fn delivery_settings(raw: &RawUpstream, delivery: RawDelivery) -> Result<DeliverySettings, ConfigError> {
     if raw.max_result_bytes == 0 {
         return Err(invalid("upstream.max_result_bytes", "must be positive"));
     }
     if raw.max_b64_inflight_bytes < 1024 {
         return Err(invalid("upstream.max_b64_inflight_bytes", "must be at least 1024"));
     }
+    let d = delivery;
+    let given = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+    let store = match d.store.trim() {
+        "none" => StoreChoice::None,
+        "local" => StoreChoice::Local {
+            dir: given(&d.local_dir)
+                .ok_or_else(|| invalid("delivery.local_dir", "required when delivery.store is \"local\""))?
+                .into(),
+        },
+        "s3" => StoreChoice::S3(S3Settings {
+            bucket: given(&d.s3_bucket)
+                .ok_or_else(|| invalid("delivery.s3_bucket", "required when delivery.store is \"s3\""))?,
+            region: given(&d.s3_region),
+            endpoint: given(&d.s3_endpoint),
+            path_style: d.s3_path_style,
+            prefix: d.s3_prefix.trim().trim_matches('/').to_owned(),
+            access_key_id: given(&d.s3_access_key_id),
+            secret_access_key: given(d.s3_secret_access_key.expose_secret()).map(SecretString::from),
+        }),
+        other => {
+            return Err(invalid("delivery.store", format!("`{other}` is not \"none\", \"local\" or \"s3\"")));
+        }
+    };
+    let public_base_url = given(&d.public_base_url)
+        .map(|u| http_url("delivery.public_base_url", &u).map(|u| format!("{}/", u.trim_end_matches('/'))))
+        .transpose()?;
+    let link_base_url = given(&d.link_base_url)
+        .map(|u| http_url("delivery.link_base_url", &u).map(|u| u.trim_end_matches('/').to_owned()))
+        .transpose()?;
+    let signing_key = given(d.signing_key.expose_secret()).map(SecretString::from);
+    let rehosting = !matches!(store, StoreChoice::None);
+    match &signing_key {
+        None if rehosting && public_base_url.is_none() => {
+            return Err(invalid(
+                "delivery.signing_key",
+                "required when delivery.store is set (it signs the links to re-hosted images); \
+                 e.g. `openssl rand -hex 32`",
+            ));
+        }
+        Some(key) if key.expose_secret().len() < 16 => {
+            return Err(invalid("delivery.signing_key", "must be at least 16 characters"));
+        }
+        Some(_) | None => {}
+    }
+    const YEAR: u64 = 365 * 86_400;
+    if !(1..=YEAR).contains(&d.link_ttl_secs) {
+        return Err(invalid("delivery.link_ttl_secs", "must be 1 s to 365 days"));
+    }
+    if d.retention_secs < d.link_ttl_secs || d.retention_secs > 10 * YEAR {
+        return Err(invalid(
+            "delivery.retention_secs",
+            "must be at least delivery.link_ttl_secs (a link may not outlive its image) and at most 10 years",
+        ));
+    }
+    at_most_a_day("delivery.store_timeout_ms", d.store_timeout_ms / 1000)?;
+    if d.store_timeout_ms == 0 {
+        return Err(invalid("delivery.store_timeout_ms", "must be positive"));
+    }
+    let cors_origins: Vec<String> = d.cors_origins.iter().map(|o| o.trim().to_owned()).collect();
+    if cors_origins.iter().any(String::is_empty) {
+        return Err(invalid("delivery.cors_origins", "an entry is blank"));
+    }
     Ok(DeliverySettings {
         max_result_bytes: raw.max_result_bytes,
         max_b64_inflight_bytes: raw.max_b64_inflight_bytes,
+        store,
+        store_timeout: Duration::from_millis(d.store_timeout_ms),
+        retention: Duration::from_secs(d.retention_secs),
+        public_base_url,
+        link_base_url,
+        signing_key,
+        link_ttl: Duration::from_secs(d.link_ttl_secs),
+        cors_origins,
     })
+}
+
+/// An absolute http(s) URL with no query or fragment, as written (trailing `/` trimmed by the caller).
+fn http_url(key: &'static str, text: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid(key, format!("`{text}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(key, format!("`{text}` is not an http(s) URL")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(key, format!("`{text}` may not have a query or fragment")));
+    }
+    Ok(text.to_owned())
 }
 
 fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError> {
@@ -584,8 +709,6 @@ fn split_keys(values: &[String]) -> Vec<SecretString> {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     fn load_toml(text: &str) -> Result<Settings, ConfigError> {

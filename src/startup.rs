@@ -1,5 +1,6 @@
 //! Building a gateway from `Settings`: the catalog with its overrides, the BFL client, the key
-//! pool with its ledger, the job store, the dispatcher and delivery, wired into one `AppState`.
+//! pool with its ledger, the job store, delivery (with its image store and the sweep of old
+//! images) and the dispatcher, wired into one `AppState`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use crate::bfl::BflClient;
 use crate::capacity::{KeyPool, LocalLedger};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Settings;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, StoreError};
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
 use crate::state::AppState;
@@ -26,6 +27,8 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
     #[error("uploads.spool_dir: {0}")]
     Spool(std::io::Error),
+    #[error("delivery.store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Everything the gateway shares, built from `settings`.
@@ -39,7 +42,8 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let tracker = TaskTracker::new();
     let pool = KeyPool::new(settings.capacity, Arc::new(LocalLedger::new()), tracker.clone());
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
-    let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
-    let delivery = Delivery::new(client, settings.delivery);
+    let delivery = Delivery::new(client.clone(), settings.delivery)?;
+    delivery.start_sweeping();
+    let dispatcher = Dispatcher::new(client, pool, store, settings.dispatch, tracker, delivery.clone());
     Ok(AppState::from_parts(settings.server, uploads, catalog, dispatcher, delivery, settings.job_limits))
 }

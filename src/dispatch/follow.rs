@@ -90,6 +90,7 @@ impl Inner {
                         revised_prompt,
                         task_id: accepted.id,
                         cost: accepted.cost,
+                        stored: None,
                     }));
                 }
                 Ok(Status::RequestModerated) => {

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::delivery::{Delivered, Delivery, Wanted};
+use crate::delivery::{Delivered, Delivery, Wanted, request_origin};
 use crate::error::ApiError;
 use crate::job::ImageJob;
 use crate::openai::JsonFields;
@@ -16,16 +16,19 @@ use crate::upload::{self, EditUpload, RefRule};
 
 pub(super) async fn create_image(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = ImageJob::parse(&fields, &state.catalog, &state.server.default_model, state.job_limits).await?;
-    run(&state, job).await
+    run(&state, job, request_origin(&headers, &uri)).await
 }
 
 /// Multipart (what the SDKs send) or the JSON form with `images: [{"image_url": …}]`.
 pub(super) async fn edit_image(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
     let upload = read_edit(&state, &headers, body).await?;
@@ -37,7 +40,7 @@ pub(super) async fn edit_image(
         state.job_limits,
     )
     .await?;
-    run(&state, job).await
+    run(&state, job, request_origin(&headers, &uri)).await
 }
 
 /// Reads either form, refusing as early as it can: a declared length over the per-request cap
@@ -61,8 +64,10 @@ const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
 /// Starts one job per image asked for (each with its own slot), waits for them within the
 /// model's deadline, and delivers the images in order. When some fail, the reply carries the
 /// others and says how many failed; when all fail, the first error is the answer. An image made
-/// for a client that has gone stays in the job store for its TTL.
-async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
+/// for a client that has gone stays in the job store for its TTL. `origin` is where the request
+/// came in (signed links to re-hosted images are built on it unless configured otherwise).
+async fn run(state: &AppState, job: ImageJob, origin: Option<String>) -> Result<Response, ApiError> {
+    let origin = origin.as_deref();
     let (response_format, output_format, limit, asked) =
         (job.response_format, job.output_format, job.model.deadline, job.n);
     let handles = state.dispatcher.start_all(job.fan_out())?;
@@ -72,7 +77,7 @@ async fn run(state: &AppState, job: ImageJob) -> Result<Response, ApiError> {
         let finished = handle.outcome().await?;
         // Boxed: the delivery's state (a download, base64) exists only once the image is ready,
         // not for the whole wait of every request in flight.
-        Box::pin(state.delivery.datum(&finished, wanted)).await
+        Box::pin(state.delivery.datum(&finished, wanted, origin)).await
     });
     let (mut data, mut budget, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for image in futures_util::future::join_all(images).await {

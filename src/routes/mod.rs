@@ -1,5 +1,6 @@
 //! Paths → handlers. Nothing but the route table lives here.
 
+mod files;
 mod health;
 mod images;
 mod models;
@@ -8,6 +9,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use crate::delivery::FILES_PATH;
 use crate::middleware::declared_length_within;
 use crate::state::AppState;
 
@@ -24,6 +26,11 @@ pub fn api(state: &AppState) -> Router<AppState> {
     let edits =
         Router::new().route("/v1/images/edits", post(images::edit_image)).layer(DefaultBodyLimit::disable());
     json.merge(edits)
+}
+
+/// Re-hosted images behind signed links: no client token (the signature is the credential).
+pub fn files() -> Router<AppState> {
+    Router::new().route(&format!("{FILES_PATH}/{{name}}"), get(files::get_file))
 }
 
 /// Routes a load balancer calls.

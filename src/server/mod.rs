@@ -32,6 +32,8 @@ pub fn app(state: AppState) -> Router {
     let api = routes::api(&state).route_layer(from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
+        // Re-hosted images: the link's signature is their credential, not a client token.
+        .merge(routes::files())
         .merge(routes::probes())
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
@@ -66,6 +68,7 @@ pub async fn serve(
     connections.set_phase(Phase::Draining);
     // Jobs still queued for a slot would start paying only now: they are refused instead.
     state.dispatcher.stop_admitting();
+    state.delivery.stop_sweeping();
     let grace_ends = Instant::now() + settings.shutdown_grace;
     tracing::info!(
         open = connections.open(),
@@ -76,6 +79,7 @@ pub async fn serve(
     let finished = timeout_at(grace_ends, async {
         connections.wait().await;
         jobs.wait().await;
+        state.delivery.sweeping().wait().await;
     })
     .await;
     if finished.is_err() {
