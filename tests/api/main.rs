@@ -18,6 +18,7 @@ mod fuzz;
 mod generations;
 mod hostile_upstream;
 mod models_and_probes;
+mod rehosting;
 mod result_urls;
 mod shutdown;
 mod upload_limits;

@@ -24,6 +24,7 @@ pub struct Simulator {
     pub(super) submit_attempts: AtomicUsize,
     pub(super) rejected_429: AtomicUsize,
     pub(super) polls: AtomicUsize,
+    pub(super) downloads: AtomicUsize,
 }
 
 /// Everything that changes while serving.
@@ -63,6 +64,7 @@ impl Simulator {
             submit_attempts: AtomicUsize::new(0),
             rejected_429: AtomicUsize::new(0),
             polls: AtomicUsize::new(0),
+            downloads: AtomicUsize::new(0),
             cfg,
         })
     }
@@ -121,6 +123,11 @@ impl Simulator {
     /// Every request to `/v1/get_result`, whatever the answer.
     pub fn polls(&self) -> usize {
         self.polls.load(Ordering::Relaxed)
+    }
+
+    /// Result images served (200s from the result URLs).
+    pub fn downloads(&self) -> usize {
+        self.downloads.load(Ordering::Relaxed)
     }
 
     /// A task still kept (see the crate docs on what is forgotten when), any key.
