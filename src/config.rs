@@ -790,4 +790,66 @@ mod tests {
         });
         assert!(twice.is_err());
     }
+
+    fn delivery(pairs: Vec<(&'static str, config::Value)>) -> Result<Settings, ConfigError> {
+        Settings::load(Sources { overrides: pairs, ..Sources::default() })
+    }
+
+    #[test]
+    fn a_store_needs_a_signing_key_and_start_up_names_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let local = |extra: Vec<(&'static str, config::Value)>| {
+            let mut pairs = vec![
+                ("delivery.store", "local".into()),
+                ("delivery.local_dir", dir.path().to_string_lossy().into_owned().into()),
+            ];
+            pairs.extend(extra);
+            delivery(pairs)
+        };
+        let err = local(vec![]).expect_err("no key");
+        assert!(err.to_string().contains("delivery.signing_key"), "{err}");
+        let err = local(vec![("delivery.signing_key", "short".into())]).expect_err("too short");
+        assert!(err.to_string().contains("delivery.signing_key"), "{err}");
+        let ok = local(vec![("delivery.signing_key", "0123456789abcdef".into())]).expect("a key");
+        assert!(matches!(ok.delivery.store, StoreChoice::Local { .. }));
+        assert!(!format!("{:?}", ok.delivery).contains("0123456789abcdef"), "the key is never printed");
+        // A key of digits arrives from the environment as a number: still a key.
+        local(vec![("delivery.signing_key", 1234567890123456_i64.into())]).expect("digits");
+        // With a public base URL the gateway signs nothing.
+        local(vec![("delivery.public_base_url", "https://cdn.example/img".into())]).expect("no key needed");
+    }
+
+    #[test]
+    fn delivery_settings_are_checked_and_name_their_key() {
+        let key = ("delivery.signing_key", config::Value::from("0123456789abcdef"));
+        for (pairs, named) in [
+            (vec![("delivery.store", "ftp".into())], "delivery.store"),
+            (vec![("delivery.store", "local".into()), key.clone()], "delivery.local_dir"),
+            (vec![("delivery.store", "s3".into()), key.clone()], "delivery.s3_bucket"),
+            (vec![("delivery.link_ttl_secs", 0.into())], "delivery.link_ttl_secs"),
+            (
+                vec![("delivery.link_ttl_secs", 7200.into()), ("delivery.retention_secs", 3600.into())],
+                "delivery.retention_secs",
+            ),
+            (vec![("delivery.public_base_url", "ftp://x".into())], "delivery.public_base_url"),
+            (vec![("delivery.link_base_url", "https://x/?a=1".into())], "delivery.link_base_url"),
+            (vec![("delivery.cors_origins", vec![" ".to_owned()].into())], "delivery.cors_origins"),
+        ] {
+            let err = delivery(pairs).expect_err(named);
+            assert!(err.to_string().contains(named), "{named}: {err}");
+        }
+        let s3 = delivery(vec![
+            ("delivery.store", "s3".into()),
+            ("delivery.s3_bucket", "b".into()),
+            ("delivery.s3_prefix", "/images/".into()),
+            key,
+        ])
+        .expect("valid");
+        let StoreChoice::S3(s3) = s3.delivery.store else { panic!("s3") };
+        assert_eq!((s3.prefix.as_str(), s3.region, s3.endpoint), ("images", None, None));
+        let defaults = delivery(vec![]).expect("defaults");
+        assert!(matches!(defaults.delivery.store, StoreChoice::None));
+        assert_eq!(defaults.delivery.cors_origins, ["*"]);
+        assert_eq!(defaults.delivery.link_ttl, Duration::from_secs(86_400));
+    }
 }

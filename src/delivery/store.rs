@@ -197,3 +197,26 @@ impl ImageStore {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::StoredFormat;
+
+    #[tokio::test]
+    async fn a_sweep_removes_old_images_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let choice = StoreChoice::Local { dir: dir.path().join("images") };
+        let store = ImageStore::open(&choice, Duration::from_secs(5)).expect("opens").expect("a store");
+        let name = ImageName::of(b"png bytes", StoredFormat::Png);
+        store.put(&name, Bytes::from_static(b"png bytes")).await.expect("written");
+        store.put(&name, Bytes::from_static(b"png bytes")).await.expect("written again, unchanged");
+        std::fs::write(dir.path().join("images/notes.txt"), "not ours").expect("write");
+        assert_eq!(store.sweep(Duration::from_secs(3600)).await.expect("sweeps"), 0, "young images stay");
+        assert!(store.get(&name).await.expect("reads").is_some());
+        assert_eq!(store.sweep(Duration::ZERO).await.expect("sweeps"), 1);
+        assert!(store.get(&name).await.expect("reads").is_none());
+        assert!(store.head(&name).await.expect("reads").is_none());
+        assert!(dir.path().join("images/notes.txt").exists(), "files that are not image names stay");
+    }
+}
