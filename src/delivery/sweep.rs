@@ -45,12 +45,13 @@ impl Delivery {
                 }
             }
         });
-        self.sweeper.tasks.close();
     }
 
     /// Shutdown: the sweep stops at its next step; `sweeping().wait()` says when it has.
     pub fn stop_sweeping(&self) {
         self.sweeper.stop.cancel();
+        // Closed here too: with no sweep started, `wait` would otherwise never return.
+        self.sweeper.tasks.close();
     }
 
     /// The sweep task, to wait for at shutdown.

@@ -189,8 +189,10 @@ impl Inner {
                     Followed::Over(Ok(mut finished)) => {
                         // BFL's task is over: its slot goes before the image is copied.
                         lease.release().await;
-                        finished.stored =
-                            Box::pin(self.delivery.rehost(&finished, rehost_until(deadline))).await;
+                        if self.delivery.store().is_some() {
+                            let until = rehost_until(deadline);
+                            finished.stored = Box::pin(self.delivery.rehost(&finished, until)).await;
+                        }
                         reporter.succeed(finished);
                     }
                     Followed::Over(Err(failure)) => {
