@@ -40,7 +40,8 @@ impl From<LinkError> for ApiError {
 /// Signs and checks links with the configured key.
 #[derive(Clone)]
 pub struct LinkSigner {
-    key: SecretString,
+    /// HMAC already keyed (at start-up): each link clones it, so no request can meet a key error.
+    keyed: HmacSha256,
     ttl_secs: u64,
 }
 
@@ -51,16 +52,13 @@ impl std::fmt::Debug for LinkSigner {
 }
 
 impl LinkSigner {
-    pub fn new(key: SecretString, ttl_secs: u64) -> LinkSigner {
-        LinkSigner { key, ttl_secs }
+    /// A signer for `key` (HMAC takes keys of any length, so this fails only in theory).
+    pub fn new(key: &SecretString, ttl_secs: u64) -> Result<LinkSigner, hmac::digest::InvalidLength> {
+        Ok(LinkSigner { keyed: HmacSha256::new_from_slice(key.expose_secret().as_bytes())?, ttl_secs })
     }
 
     fn mac(&self, name: &ImageName, expires: u64) -> HmacSha256 {
-        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        let mut mac = match HmacSha256::new_from_slice(self.key.expose_secret().as_bytes()) {
-            Ok(mac) => mac,
-            Err(_) => unreachable_key_length(),
-        };
+        let mut mac = self.keyed.clone();
         mac.update(name.as_str().as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
@@ -102,12 +100,6 @@ impl LinkSigner {
     }
 }
 
-#[cold]
-fn unreachable_key_length() -> ! {
-    // HMAC accepts keys of every length (longer ones are hashed first).
-    panic!("HMAC-SHA256 refused a key length, which it never does")
-}
-
 /// The absolute origin (`scheme://host[:port]`) links are built on: `delivery.link_base_url`
 /// when set, else the request's own `Host` (or HTTP/2 `:authority`) with the scheme from
 /// `x-forwarded-proto` (`http` or `https`, else `http`). `None` when the request names no usable host.
@@ -137,7 +129,7 @@ mod tests {
     use super::*;
 
     fn signer() -> LinkSigner {
-        LinkSigner::new(SecretString::from("test-signing-key".to_owned()), 100)
+        LinkSigner::new(&SecretString::from("test-signing-key".to_owned()), 100).expect("a key")
     }
 
     fn name() -> ImageName {
@@ -181,7 +173,7 @@ mod tests {
         ] {
             assert_eq!(s.verify(&name, Some(&query), 1_000), Err(LinkError::BadSignature), "{query}");
         }
-        let other_key = LinkSigner::new(SecretString::from("another-key".to_owned()), 100);
+        let other_key = LinkSigner::new(&SecretString::from("another-key".to_owned()), 100).expect("a key");
         assert_eq!(other_key.verify(&name(), Some(&query), 1_000), Err(LinkError::BadSignature));
         assert_eq!(s.verify(&name(), None, 1_000), Err(LinkError::BadSignature));
     }

@@ -105,8 +105,12 @@ impl Delivery {
     pub fn new(client: BflClient, settings: DeliverySettings) -> Result<Delivery, StoreError> {
         let budget_kib = kib(settings.max_b64_inflight_bytes as u64).min(Semaphore::MAX_PERMITS as u32);
         let store = ImageStore::open(&settings.store, settings.store_timeout)?;
-        let signer =
-            settings.signing_key.clone().map(|key| LinkSigner::new(key, settings.link_ttl.as_secs()));
+        let signer = match &settings.signing_key {
+            Some(key) => {
+                Some(LinkSigner::new(key, settings.link_ttl.as_secs()).map_err(|_| StoreError::SigningKey)?)
+            }
+            None => None,
+        };
         Ok(Delivery {
             client,
             settings: Arc::new(settings),

@@ -52,6 +52,8 @@ pub enum StoreError {
     LocalDir(std::io::Error),
     #[error("{0}")]
     Objects(#[from] object_store::Error),
+    #[error("delivery.signing_key cannot key HMAC-SHA256")]
+    SigningKey,
 }
 
 #[derive(Clone)]

@@ -99,8 +99,9 @@ async fn the_rehosted_url_outlives_bfls_and_is_guarded(app: &TestApp) {
         query.split('&').find_map(|p| p.strip_prefix("expires=")).expect("expires").parse().expect("n");
     let sig = query.split('&').find_map(|p| p.strip_prefix("sig=")).expect("sig");
     let flipped = format!("{}{}", if sig.starts_with('0') { "1" } else { "0" }, &sig[1..]);
-    let expired =
-        LinkSigner::new(SecretString::from(SIGNING_KEY.to_owned()), 60).query(&name, unix_now() - 3600);
+    let expired = LinkSigner::new(&SecretString::from(SIGNING_KEY.to_owned()), 60)
+        .expect("a key")
+        .query(&name, unix_now() - 3600);
     for (query, code) in [
         (format!("expires={expires}&sig={flipped}"), "invalid_signature"),
         (format!("expires={}&sig={sig}", expires + 1), "invalid_signature"),
@@ -120,8 +121,9 @@ async fn the_rehosted_url_outlives_bfls_and_is_guarded(app: &TestApp) {
 
     // Names that are not content-addressed image names, and a well-formed one that is not kept.
     let missing = ImageName::of(b"never stored", name.format());
-    let signed =
-        |n: &ImageName| LinkSigner::new(SecretString::from(SIGNING_KEY.to_owned()), 60).query(n, unix_now());
+    let signed = |n: &ImageName| {
+        LinkSigner::new(&SecretString::from(SIGNING_KEY.to_owned()), 60).expect("a key").query(n, unix_now())
+    };
     for path in [
         format!("/v1/images/files/{missing}?{}", signed(&missing)),
         format!("/v1/images/files/..%2F..%2Fetc%2Fpasswd?{query}"),
