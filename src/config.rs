@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::batch::BatchSettings;
@@ -17,7 +17,7 @@ use crate::bfl::{AllowList, BflSettings};
 use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
-use crate::delivery::DeliverySettings;
+use crate::delivery::{DeliverySettings, S3Settings, StoreChoice};
 use crate::dispatch::{BflWebhookSettings, DispatchSettings};
 use crate::job::{JobRules, ResponseFormat};
 use crate::records::StoreSettings;
@@ -30,13 +30,14 @@ use crate::webhooks::{WebhookSecret, WebhookSettings};
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "FLUXGATE__";
 /// Settings that are lists: comma-separated in the environment.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "server.api_keys",
     "upstream.keys",
     "upstream.key_names",
     "upstream.allowed_hosts",
     "upstream.key_caps",
     "jobs.webhook_allowed_hosts",
+    "delivery.cors_origins",
 ];
 
 /// Why the configuration cannot be used; printed as the one-line reason start-up failed.
@@ -185,6 +186,25 @@ struct RawUsage {
 struct RawDelivery {
     default_response_format: String,
     keepalive_secs: u64,
+    store: String,
+    local_dir: String,
+    s3_bucket: String,
+    s3_region: String,
+    s3_endpoint: String,
+    s3_path_style: bool,
+    s3_prefix: String,
+    s3_access_key_id: String,
+    #[serde(deserialize_with = "secret")]
+    s3_secret_access_key: SecretString,
+    public_base_url: String,
+    link_base_url: String,
+    #[serde(deserialize_with = "secret")]
+    signing_key: SecretString,
+    link_ttl_secs: u64,
+    retention_secs: u64,
+    #[serde(deserialize_with = "strings")]
+    cors_origins: Vec<String>,
+    store_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,28 +301,40 @@ impl Settings {
 fn strings<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Scalar {
-        Text(String),
-        Int(i64),
-        Float(f64),
-        Flag(bool),
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
     enum OneOrMany {
         Many(Vec<Scalar>),
         One(Scalar),
     }
-    let text = |s: Scalar| match s {
-        Scalar::Text(t) => t,
-        Scalar::Int(i) => i.to_string(),
-        Scalar::Float(f) => f.to_string(),
-        Scalar::Flag(b) => b.to_string(),
-    };
     Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::Many(items) => items.into_iter().map(text).collect(),
-        OneOrMany::One(item) => vec![text(item)],
+        OneOrMany::Many(items) => items.into_iter().map(Scalar::text).collect(),
+        OneOrMany::One(item) => vec![item.text()],
     })
+}
+
+/// One value the environment source may have turned into a number or a boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+impl Scalar {
+    fn text(self) -> String {
+        match self {
+            Scalar::Text(t) => t,
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+/// A secret given as text (a key of digits from the environment arrives as a number).
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SecretString, D::Error> {
+    Ok(SecretString::from(Scalar::deserialize(deserializer)?.text()))
 }
 
 /// Every leaf key of `config`, dotted (`server.listen`).
@@ -561,11 +593,93 @@ fn delivery_settings(raw: &RawUpstream, delivery: &RawDelivery) -> Result<Delive
     if raw.max_b64_inflight_bytes < 1024 {
         return Err(invalid("upstream.max_b64_inflight_bytes", "must be at least 1024"));
     }
+    let d = delivery;
+    let given = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+    let store = match d.store.trim() {
+        "none" => StoreChoice::None,
+        "local" => StoreChoice::Local {
+            dir: given(&d.local_dir)
+                .ok_or_else(|| invalid("delivery.local_dir", "required when delivery.store is \"local\""))?
+                .into(),
+        },
+        "s3" => StoreChoice::S3(S3Settings {
+            bucket: given(&d.s3_bucket)
+                .ok_or_else(|| invalid("delivery.s3_bucket", "required when delivery.store is \"s3\""))?,
+            region: given(&d.s3_region),
+            endpoint: given(&d.s3_endpoint),
+            path_style: d.s3_path_style,
+            prefix: d.s3_prefix.trim().trim_matches('/').to_owned(),
+            access_key_id: given(&d.s3_access_key_id),
+            secret_access_key: given(d.s3_secret_access_key.expose_secret()).map(SecretString::from),
+        }),
+        other => {
+            return Err(invalid("delivery.store", format!("`{other}` is not \"none\", \"local\" or \"s3\"")));
+        }
+    };
+    let public_base_url = given(&d.public_base_url)
+        .map(|u| http_url("delivery.public_base_url", &u).map(|u| format!("{}/", u.trim_end_matches('/'))))
+        .transpose()?;
+    let link_base_url = given(&d.link_base_url)
+        .map(|u| http_url("delivery.link_base_url", &u).map(|u| u.trim_end_matches('/').to_owned()))
+        .transpose()?;
+    let signing_key = given(d.signing_key.expose_secret()).map(SecretString::from);
+    let rehosting = !matches!(store, StoreChoice::None);
+    match &signing_key {
+        None if rehosting && public_base_url.is_none() => {
+            return Err(invalid(
+                "delivery.signing_key",
+                "required when delivery.store is set (it signs the links to re-hosted images); \
+                 e.g. `openssl rand -hex 32`",
+            ));
+        }
+        Some(key) if key.expose_secret().len() < 16 => {
+            return Err(invalid("delivery.signing_key", "must be at least 16 characters"));
+        }
+        Some(_) | None => {}
+    }
+    const YEAR: u64 = 365 * 86_400;
+    if !(1..=YEAR).contains(&d.link_ttl_secs) {
+        return Err(invalid("delivery.link_ttl_secs", "must be 1 s to 365 days"));
+    }
+    if d.retention_secs < d.link_ttl_secs || d.retention_secs > 10 * YEAR {
+        return Err(invalid(
+            "delivery.retention_secs",
+            "must be at least delivery.link_ttl_secs (a link may not outlive its image) and at most 10 years",
+        ));
+    }
+    at_most_a_day("delivery.store_timeout_ms", d.store_timeout_ms / 1000)?;
+    if d.store_timeout_ms == 0 {
+        return Err(invalid("delivery.store_timeout_ms", "must be positive"));
+    }
+    let cors_origins: Vec<String> = d.cors_origins.iter().map(|o| o.trim().to_owned()).collect();
+    if cors_origins.iter().any(String::is_empty) {
+        return Err(invalid("delivery.cors_origins", "an entry is blank"));
+    }
     Ok(DeliverySettings {
         max_result_bytes: raw.max_result_bytes,
         max_b64_inflight_bytes: raw.max_b64_inflight_bytes,
         keepalive: Duration::from_secs(delivery.keepalive_secs),
+        store,
+        store_timeout: Duration::from_millis(d.store_timeout_ms),
+        retention: Duration::from_secs(d.retention_secs),
+        public_base_url,
+        link_base_url,
+        signing_key,
+        link_ttl: Duration::from_secs(d.link_ttl_secs),
+        cors_origins,
     })
+}
+
+/// An absolute http(s) URL with no query or fragment, as written (trailing `/` trimmed by the caller).
+fn http_url(key: &'static str, text: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid(key, format!("`{text}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(key, format!("`{text}` is not an http(s) URL")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(key, format!("`{text}` may not have a query or fragment")));
+    }
+    Ok(text.to_owned())
 }
 
 fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError> {
@@ -851,8 +965,6 @@ fn split_keys(values: &[String]) -> Vec<SecretString> {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     fn load_toml(text: &str) -> Result<Settings, ConfigError> {
@@ -968,5 +1080,67 @@ mod tests {
         let random =
             load(vec![("upstream.webhook_base_url", "https://gw.example.com".into())]).expect("valid");
         assert!(random.dispatch.bfl_webhooks.expect("on").secret.expose_secret().len() >= 32);
+    }
+
+    fn delivery(pairs: Vec<(&'static str, config::Value)>) -> Result<Settings, ConfigError> {
+        Settings::load(Sources { overrides: pairs, ..Sources::default() })
+    }
+
+    #[test]
+    fn a_store_needs_a_signing_key_and_start_up_names_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let local = |extra: Vec<(&'static str, config::Value)>| {
+            let mut pairs = vec![
+                ("delivery.store", "local".into()),
+                ("delivery.local_dir", dir.path().to_string_lossy().into_owned().into()),
+            ];
+            pairs.extend(extra);
+            delivery(pairs)
+        };
+        let err = local(vec![]).expect_err("no key");
+        assert!(err.to_string().contains("delivery.signing_key"), "{err}");
+        let err = local(vec![("delivery.signing_key", "short".into())]).expect_err("too short");
+        assert!(err.to_string().contains("delivery.signing_key"), "{err}");
+        let ok = local(vec![("delivery.signing_key", "0123456789abcdef".into())]).expect("a key");
+        assert!(matches!(ok.delivery.store, StoreChoice::Local { .. }));
+        assert!(!format!("{:?}", ok.delivery).contains("0123456789abcdef"), "the key is never printed");
+        // A key of digits arrives from the environment as a number: still a key.
+        local(vec![("delivery.signing_key", 1234567890123456_i64.into())]).expect("digits");
+        // With a public base URL the gateway signs nothing.
+        local(vec![("delivery.public_base_url", "https://cdn.example/img".into())]).expect("no key needed");
+    }
+
+    #[test]
+    fn delivery_settings_are_checked_and_name_their_key() {
+        let key = ("delivery.signing_key", config::Value::from("0123456789abcdef"));
+        for (pairs, named) in [
+            (vec![("delivery.store", "ftp".into())], "delivery.store"),
+            (vec![("delivery.store", "local".into()), key.clone()], "delivery.local_dir"),
+            (vec![("delivery.store", "s3".into()), key.clone()], "delivery.s3_bucket"),
+            (vec![("delivery.link_ttl_secs", 0.into())], "delivery.link_ttl_secs"),
+            (
+                vec![("delivery.link_ttl_secs", 7200.into()), ("delivery.retention_secs", 3600.into())],
+                "delivery.retention_secs",
+            ),
+            (vec![("delivery.public_base_url", "ftp://x".into())], "delivery.public_base_url"),
+            (vec![("delivery.link_base_url", "https://x/?a=1".into())], "delivery.link_base_url"),
+            (vec![("delivery.cors_origins", vec![" ".to_owned()].into())], "delivery.cors_origins"),
+        ] {
+            let err = delivery(pairs).expect_err(named);
+            assert!(err.to_string().contains(named), "{named}: {err}");
+        }
+        let s3 = delivery(vec![
+            ("delivery.store", "s3".into()),
+            ("delivery.s3_bucket", "b".into()),
+            ("delivery.s3_prefix", "/images/".into()),
+            key,
+        ])
+        .expect("valid");
+        let StoreChoice::S3(s3) = s3.delivery.store else { panic!("s3") };
+        assert_eq!((s3.prefix.as_str(), s3.region, s3.endpoint), ("images", None, None));
+        let defaults = delivery(vec![]).expect("defaults");
+        assert!(matches!(defaults.delivery.store, StoreChoice::None));
+        assert_eq!(defaults.delivery.cors_origins, ["*"]);
+        assert_eq!(defaults.delivery.link_ttl, Duration::from_secs(86_400));
     }
 }

@@ -41,6 +41,12 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("no route for {0}")]
     RouteNotFound(String),
+    /// A link to a re-hosted image whose signature does not hold, or whose time is up.
+    #[error("{message}")]
+    LinkRefused { message: String, code: &'static str },
+    /// No re-hosted image by that name (or it is no longer kept).
+    #[error("no such image: it never existed here or is no longer kept")]
+    FileNotFound,
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
     #[error("{message}")]
@@ -115,7 +121,10 @@ impl ApiError {
             ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized | ApiError::WebhookUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Moderated { .. } => StatusCode::FORBIDDEN,
-            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) | ApiError::FileNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::LinkRefused { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -139,6 +148,8 @@ impl ApiError {
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
+            | ApiError::LinkRefused { .. }
+            | ApiError::FileNotFound
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::BodyTimeout => "invalid_request_error",
@@ -165,6 +176,8 @@ impl ApiError {
             ApiError::Moderated { .. } => Some("moderation_blocked"),
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::RouteNotFound(_) => Some("unknown_url"),
+            ApiError::LinkRefused { code, .. } => Some(code),
+            ApiError::FileNotFound => Some("file_not_found"),
             ApiError::MethodNotAllowed(_) => Some("method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => Some("payload_too_large"),
             ApiError::BodyTimeout => Some("request_timeout"),
@@ -192,6 +205,8 @@ impl ApiError {
             | ApiError::WebhookUnauthorized
             | ApiError::Moderated { .. }
             | ApiError::RouteNotFound(_)
+            | ApiError::LinkRefused { .. }
+            | ApiError::FileNotFound
             | ApiError::MethodNotAllowed(_)
             | ApiError::Capacity { .. }
             | ApiError::Upstream(_)
@@ -212,6 +227,8 @@ impl ApiError {
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
+            | ApiError::LinkRefused { .. }
+            | ApiError::FileNotFound
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::UpstreamAfterSubmit(_)
@@ -246,6 +263,8 @@ impl ApiError {
             | ApiError::Moderated { .. }
             | ApiError::ModelNotFound(_)
             | ApiError::RouteNotFound(_)
+            | ApiError::LinkRefused { .. }
+            | ApiError::FileNotFound
             | ApiError::MethodNotAllowed(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::Upstream(_)

@@ -63,9 +63,21 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Demo mode listens on loopback unless told otherwise, is open to any client (it says so), keeps
-/// usage in memory and logs text.
+/// usage in memory, logs text, and re-hosts images in `images`, a temporary directory it owns,
+/// with links signed by a key made for this run. A config file or the environment can still
+/// choose otherwise.
 #[cfg(feature = "simulator")]
-const DEMO_OVERLAY: &str = "[server]\nlisten = \"127.0.0.1:8080\"\nauth = \"none\"\n\n[usage]\npath = \"\"\n\n[telemetry]\nlog_format = \"text\"\n";
+fn demo_overlay(images: &std::path::Path) -> Result<String, String> {
+    let dir =
+        images.to_str().filter(|d| !d.contains('\'')).ok_or("the temporary directory's path is unusable")?;
+    let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    Ok(format!(
+        "[server]\nlisten = \"127.0.0.1:8080\"\nauth = \"none\"\n\
+         [usage]\npath = \"\"\n\
+         [telemetry]\nlog_format = \"text\"\n\
+         [delivery]\nstore = \"local\"\nlocal_dir = '{dir}'\nsigning_key = \"{key}\"\n"
+    ))
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -98,8 +110,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             let sim = bfl_sim::Simulator::new(config);
             let sim_addr =
                 sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
+            // Removed when the demo ends (the directory holds only this run's images).
+            let images = tempfile::Builder::new()
+                .prefix("fluxgate-demo-images-")
+                .tempdir()
+                .map_err(|e| format!("cannot create the demo's image directory: {e}"))?;
+            let overlay = demo_overlay(images.path())?;
             let sources = Sources {
-                overlay: Some(DEMO_OVERLAY),
+                overlay: Some(&overlay),
                 file: cli.config.as_deref(),
                 overrides: vec![
                     ("upstream.base_url", format!("http://{sim_addr}").into()),
@@ -118,7 +136,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ],
             };
             let (settings, _traces) = load(sources)?;
-            gateway(settings, Some(sim_addr)).await
+            let served = gateway(settings, Some(sim_addr)).await;
+            drop(images);
+            served
         }
         Command::Health => {
             let (settings, _traces) = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;

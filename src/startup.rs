@@ -1,5 +1,6 @@
 //! Building a gateway from `Settings`: the catalog with its overrides, the BFL client, the key
-//! pool with its ledger, the job store, the dispatcher and delivery, wired into one `AppState`.
+//! pool with its ledger, the job store, delivery (with its image store and the sweep of old
+//! images) and the dispatcher, wired into one `AppState`.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::capacity::{KeyPool, LocalLedger};
 use crate::catalog::{Catalog, CatalogError};
 use crate::clients::Clients;
 use crate::config::Settings;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, StoreError};
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
 use crate::state::{AppState, Parts};
@@ -35,6 +36,8 @@ pub enum StartupError {
     ClientModel { client: String, model: String },
     #[error("{0}")]
     Usage(#[from] JournalError),
+    #[error("delivery.store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Everything the gateway shares, built from `settings`.
@@ -51,8 +54,9 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
     // Deliveries run on the jobs' tracker, so shutdown gives them the same grace.
     let webhooks = WebhookSender::new(settings.webhooks, tracker.clone())?;
-    let dispatcher = Dispatcher::new(client.clone(), pool, store, settings.dispatch, tracker);
-    let delivery = Delivery::new(client, settings.delivery);
+    let delivery = Delivery::new(client.clone(), settings.delivery)?;
+    delivery.start_sweeping();
+    let dispatcher = Dispatcher::new(client, pool, store, settings.dispatch, tracker, delivery.clone());
     for client in &settings.clients.clients {
         for model in client.models.iter().flatten() {
             if catalog.get(model).is_none() {

@@ -57,6 +57,8 @@ fn invalid_settings_are_refused_at_start_up() {
         ("FLUXGATE__SERVER__API_KEYS", " , ", "server.api_keys"),
         ("FLUXGATE__SERVER__API_KEYS", "tok-a, ,tok-b", "server.api_keys"),
         ("FLUXGATE__SERVER__API_KEYS", "tok-a,", "server.api_keys"),
+        ("FLUXGATE__DELIVERY__STORE", "ftp", "delivery.store"),
+        ("FLUXGATE__DELIVERY__STORE", "local", "delivery.local_dir"),
     ];
     for (var, value, named) in cases {
         let out = run(fluxgate().arg("serve").env("FLUXGATE__UPSTREAM__KEYS", "k").env(var, value));
@@ -69,6 +71,15 @@ fn invalid_settings_are_refused_at_start_up() {
         .env("BFL_API_KEY", "k")
         .env("FLUXGATE__UPSTREAM__BASE_URL", "http://api.bfl.ai"));
     assert!(!http.status.success(), "plain http needs FLUXGATE__UPSTREAM__ALLOW_HTTP");
+    let images = tempfile::tempdir().expect("temp dir");
+    let unsigned = run(fluxgate()
+        .arg("serve")
+        .env("FLUXGATE__UPSTREAM__KEYS", "k")
+        .env("FLUXGATE__DELIVERY__STORE", "local")
+        .env("FLUXGATE__DELIVERY__LOCAL_DIR", images.path()));
+    let stderr = String::from_utf8_lossy(&unsigned.stderr);
+    assert!(!unsigned.status.success(), "a store without a signing key was accepted");
+    assert!(stderr.lines().last().is_some_and(|l| l.contains("delivery.signing_key")), "{stderr}");
 }
 
 /// The status of a GET on the gateway at `port`, with `Bearer token` when given.
@@ -109,6 +120,7 @@ impl Drop for Running {
 #[test]
 fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigterm() {
     let port = free_port();
+    let images = tempfile::tempdir().expect("temp dir");
     let child = fluxgate()
         .arg("serve")
         .env("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -117,6 +129,10 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
         .env("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", "127.0.0.1:9,localhost")
         .env("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true")
         .env("FLUXGATE__SERVER__API_KEYS", "tok-a,tok-b")
+        .env("FLUXGATE__DELIVERY__STORE", "local")
+        .env("FLUXGATE__DELIVERY__LOCAL_DIR", images.path())
+        .env("FLUXGATE__DELIVERY__SIGNING_KEY", "signing-key-never-logged")
+        .env("FLUXGATE__DELIVERY__CORS_ORIGINS", "https://a.example,https://b.example")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -140,6 +156,7 @@ fn serve_reads_every_documented_variable_becomes_ready_and_exits_cleanly_on_sigt
     }
     assert!(log.contains("\"keys\":2"), "both keys were read (JSON log lines by default): {log}");
     assert!(!log.contains("key-one") && !log.contains("key-two"), "keys never appear in logs");
+    assert!(!log.contains("signing-key-never-logged"), "the signing key never appears in logs");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::clients::Caller;
-use crate::delivery::{Delivered, Delivery, Wanted};
+use crate::delivery::{Delivered, Delivery, LinkOrigin, Wanted};
 use crate::dispatch::{Dispatcher, JobHandle};
 use crate::error::ApiError;
 use crate::job::{ImageJob, OutputSize};
@@ -49,6 +49,8 @@ pub struct Origin {
     /// The `x-request-id` of the request that started it, for usage events.
     pub request_id: Arc<str>,
     pub kind: Kind,
+    /// The scheme and host it came in on: links to re-hosted images are built on it.
+    pub link_base: Option<String>,
 }
 
 /// What a batch holds of its client's limits until its jobs end: room among its concurrent jobs,
@@ -63,6 +65,7 @@ pub struct Batch {
     pub id: JobId,
     pub owner: Caller,
     request_id: Arc<str>,
+    link_base: Option<String>,
     /// Unix seconds; the `created` of every reply made from this batch, so replays are identical.
     pub created_at: u64,
     pub model: &'static str,
@@ -98,7 +101,7 @@ impl Batch {
         origin: Origin,
         holds: Holds,
     ) -> Result<Batch, ApiError> {
-        let Origin { owner, request_id, kind } = origin;
+        let Origin { owner, request_id, kind, link_base } = origin;
         let (model, limit, price_usd) = (job.model.id, job.model.deadline, job.model.price_usd);
         let (response_format, output_format, stream) = (job.response_format, job.output_format, job.stream);
         let megapixels = match job.size {
@@ -122,6 +125,7 @@ impl Batch {
             id,
             owner,
             request_id,
+            link_base,
             created_at,
             model,
             kind,
@@ -225,7 +229,7 @@ impl Batch {
             Ok(finished) => {
                 Box::pin(
                     delivery
-                        .datum(finished, wanted)
+                        .datum(finished, wanted, &self.link_origin())
                         .instrument(tracing::info_span!("delivery", image = index)),
                 )
                 .await
@@ -264,6 +268,11 @@ impl Batch {
                 JobStatus::Queued | JobStatus::Submitted | JobStatus::Running { .. } => {}
             }
         }
+    }
+
+    /// Where and when the batch's request came in, for links to its re-hosted images.
+    fn link_origin(&self) -> LinkOrigin<'_> {
+        LinkOrigin { base: self.link_base.as_deref(), anchor: self.created_at }
     }
 
     fn first_accounting(&self, index: usize) -> bool {

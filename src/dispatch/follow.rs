@@ -224,6 +224,7 @@ impl Inner {
                     task_id: accepted.id.clone(),
                     cost: accepted.cost,
                     upstream: Duration::ZERO,
+                    stored: None,
                 })))
             }
             Status::RequestModerated => Some(Followed::Over(Err(JobFailure::Moderated {

@@ -4,6 +4,11 @@
 //! its status can be watched. The slot is held until BFL's task is over, so a client that leaves
 //! or a deadline that passes never makes the slot count drift below BFL's.
 //!
+//! A Ready image is re-hosted by the job itself when a store is configured (`delivery.store`),
+//! after its slot is given back and before success is reported, so the kept copy exists even
+//! when the client has gone; it takes at most what is left of the deadline (minus a margin for
+//! the reply), and a failure leaves BFL's URL in the result.
+//!
 //! Cancellation is only safe before money is at stake: a job whose every handle is dropped while
 //! it waits for a slot is dropped, but once a submit has gone out it always runs to its answer.
 
@@ -30,6 +35,7 @@ use tracing::Instrument;
 
 use crate::bfl::{BflClient, SubmitBody};
 use crate::capacity::KeyPool;
+use crate::delivery::Delivery;
 use crate::error::ApiError;
 use crate::job::ImageJob;
 use crate::records::{JobFailure, JobId, JobRecord, JobStatus, JobStore};
@@ -69,6 +75,8 @@ struct Inner {
     tracker: TaskTracker,
     /// Tokens of jobs waiting for BFL's webhook.
     inbox: Arc<WebhookInbox>,
+    /// Re-hosts Ready images when a store is configured.
+    delivery: Delivery,
     /// Statuses BFL sent that this version does not know, each logged once (bounded).
     unrecognized: Mutex<HashSet<String>>,
     /// Job tasks running now.
@@ -98,13 +106,14 @@ impl Dispatcher {
         store: Arc<dyn JobStore>,
         settings: DispatchSettings,
         tracker: TaskTracker,
+        delivery: Delivery,
     ) -> Dispatcher {
         let unrecognized = Mutex::new(HashSet::new());
         let inbox = Arc::new(WebhookInbox::new(settings.bfl_webhooks.clone()));
         let in_flight = AtomicUsize::new(0);
-        Dispatcher {
-            inner: Arc::new(Inner { client, pool, store, settings, tracker, inbox, unrecognized, in_flight }),
-        }
+        let inner =
+            Inner { client, pool, store, settings, tracker, inbox, delivery, unrecognized, in_flight };
+        Dispatcher { inner: Arc::new(inner) }
     }
 
     /// Where BFL's webhooks are taken (`POST /v1/bfl/webhooks/{token}`).
@@ -234,15 +243,44 @@ impl Inner {
             }
             Admission::Accepted { lease, reply } => {
                 match Box::pin(self.follow(&lease, &job, reply, &reporter, webhook.as_mut())).await {
-                    Followed::Over(Ok(finished)) => reporter.succeed(finished),
-                    Followed::Over(Err(failure)) => reporter.fail(failure),
+                    Followed::Over(Ok(mut finished)) => {
+                        // BFL's task is over: its slot goes before the image is copied.
+                        lease.release().await;
+                        if self.delivery.store().is_some() {
+                            let until = rehost_until(deadline);
+                            finished.stored = Box::pin(self.delivery.rehost(&finished, until)).await;
+                        }
+                        reporter.succeed(finished);
+                    }
+                    Followed::Over(Err(failure)) => {
+                        reporter.fail(failure);
+                        lease.release().await;
+                    }
                     Followed::Unfollowable(failure) => {
                         reporter.fail(failure);
                         sleep_until(deadline.max(Instant::now() + job.model.expected)).await;
+                        lease.release().await;
                     }
                 }
-                lease.release().await;
             }
         }
+    }
+}
+
+/// Time left before the deadline that a waiting client needs for its reply.
+const REPLY_MARGIN: Duration = Duration::from_secs(1);
+/// How long a re-host may take once the client's deadline has passed (nobody waits then).
+const LATE_REHOST: Duration = Duration::from_secs(60);
+
+/// When re-hosting must be over: before the client's deadline, leaving room for the reply;
+/// right away when the deadline is too close (the client gets BFL's URL in time); or, once the
+/// deadline has passed and the client has its 504, within `LATE_REHOST` (the kept copy is for
+/// whoever asks for the job later).
+fn rehost_until(deadline: Instant) -> Instant {
+    let now = Instant::now();
+    if deadline <= now {
+        now + LATE_REHOST
+    } else {
+        deadline.checked_sub(REPLY_MARGIN).filter(|t| *t > now).unwrap_or(now)
     }
 }

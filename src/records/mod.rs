@@ -1,13 +1,16 @@
 //! Job records: every image job has a `JobId` and a status others can watch (queued, submitted,
 //! running with progress, succeeded with where the image is, failed with why). Records live in a
 //! `JobStore`; `MemoryJobStore` keeps them in this process, evicting finished jobs after a TTL and
-//! never holding more than a set number.
+//! never holding more than a set number. A finished job also says where the image is kept when
+//! the gateway re-hosts it (`ImageName`).
 
 mod failure;
 mod memory;
+mod stored;
 
 pub use failure::JobFailure;
 pub use memory::MemoryJobStore;
+pub use stored::{ImageName, StoredFormat};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -66,6 +69,8 @@ pub struct Finished {
     pub cost: Option<f64>,
     /// From the submit to the poll (or webhook) that saw it Ready.
     pub upstream: Duration,
+    /// The image's name in the gateway's own store, once re-hosted there (`delivery.store`).
+    pub stored: Option<ImageName>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

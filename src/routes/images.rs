@@ -10,12 +10,13 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::batch::{Batch, Claim, Holds, IdempotencyKey, Kind, Origin, Phase, fingerprint, stream};
 use crate::clients::Caller;
+use crate::delivery::request_origin;
 use crate::error::ApiError;
 use crate::job::ImageJob;
 use crate::middleware::RequestId;
@@ -31,11 +32,17 @@ pub(super) async fn create_image(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
+    uri: Uri,
     headers: HeaderMap,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let origin = Origin { owner: caller, request_id, kind: Kind::Generation };
+    let origin = Origin {
+        owner: caller,
+        request_id,
+        kind: Kind::Generation,
+        link_base: request_origin(&headers, &uri),
+    };
     let batch = begin(&state, origin, &headers, "generations", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
@@ -45,11 +52,13 @@ pub(super) async fn edit_image(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (fields, job) = parse_edit(&state, &headers, body).await?;
-    let origin = Origin { owner: caller, request_id, kind: Kind::Edit };
+    let origin =
+        Origin { owner: caller, request_id, kind: Kind::Edit, link_base: request_origin(&headers, &uri) };
     let batch = begin(&state, origin, &headers, "edits", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
@@ -58,11 +67,17 @@ pub(super) async fn create_image_async(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
+    uri: Uri,
     headers: HeaderMap,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let origin = Origin { owner: caller, request_id, kind: Kind::Generation };
+    let origin = Origin {
+        owner: caller,
+        request_id,
+        kind: Kind::Generation,
+        link_base: request_origin(&headers, &uri),
+    };
     submit_async(&state, origin, &headers, "async/generations", &fields, job).await
 }
 
@@ -70,11 +85,13 @@ pub(super) async fn edit_image_async(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     caller: Caller,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (fields, job) = parse_edit(&state, &headers, body).await?;
-    let origin = Origin { owner: caller, request_id, kind: Kind::Edit };
+    let origin =
+        Origin { owner: caller, request_id, kind: Kind::Edit, link_base: request_origin(&headers, &uri) };
     submit_async(&state, origin, &headers, "async/edits", &fields, job).await
 }
 

@@ -1,6 +1,7 @@
 //! Paths → handlers. Nothing but the route table lives here.
 
 mod bfl_webhooks;
+mod files;
 mod health;
 mod images;
 mod metrics;
@@ -11,6 +12,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use crate::delivery::FILES_PATH;
 use crate::middleware::declared_length_within;
 use crate::state::AppState;
 
@@ -45,6 +47,11 @@ pub fn upstream() -> Router<AppState> {
         .route("/v1/bfl/webhooks/{token}", post(bfl_webhooks::receive_bfl_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn(move |req, next| declared_length_within(limit, req, next)))
+}
+
+/// Re-hosted images behind signed links: no client token (the signature is the credential).
+pub fn files() -> Router<AppState> {
+    Router::new().route(&format!("{FILES_PATH}/{{name}}"), get(files::get_file))
 }
 
 /// Routes a load balancer calls.

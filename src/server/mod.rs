@@ -36,6 +36,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .merge(routes::admin().route_layer(from_fn(note_route)))
         .merge(routes::upstream().route_layer(from_fn(note_route)))
+        // Re-hosted images: the link's signature is their credential, not a client token.
+        .merge(routes::files().route_layer(from_fn(note_route)))
         .merge(routes::probes().route_layer(from_fn(note_route)))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
@@ -72,6 +74,7 @@ pub async fn serve(
     state.dispatcher.stop_admitting();
     // Webhook deliveries in flight finish their attempt; none waits for another retry.
     state.webhooks.stop_retrying();
+    state.delivery.stop_sweeping();
     let grace_ends = Instant::now() + settings.shutdown_grace;
     tracing::info!(
         open = connections.open(),
@@ -82,6 +85,7 @@ pub async fn serve(
     let finished = timeout_at(grace_ends, async {
         connections.wait().await;
         jobs.wait().await;
+        state.delivery.sweeping().wait().await;
     })
     .await;
     if finished.is_err() {

@@ -62,7 +62,10 @@ pub(super) async fn download(
         })
         .await;
     match encoded {
-        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes.clone()).into_response(),
+        Ok(bytes) => {
+            sim.downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ([(header::CONTENT_TYPE, format.content_type())], bytes.clone()).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, width = w, height = h, "simulator could not encode a result image");
             cdn_error(

@@ -34,6 +34,7 @@ pub struct Simulator {
     pub(super) webhooks_sent: AtomicUsize,
     pub(super) webhooks_dropped: AtomicUsize,
     pub(super) webhooks_failed: AtomicUsize,
+    pub(super) downloads: AtomicUsize,
 }
 
 /// Everything that changes while serving.
@@ -83,6 +84,7 @@ impl Simulator {
             webhooks_sent: AtomicUsize::new(0),
             webhooks_dropped: AtomicUsize::new(0),
             webhooks_failed: AtomicUsize::new(0),
+            downloads: AtomicUsize::new(0),
             cfg,
         })
     }
@@ -141,6 +143,11 @@ impl Simulator {
     /// Every request to `/v1/get_result`, whatever the answer.
     pub fn polls(&self) -> usize {
         self.polls.load(Ordering::Relaxed)
+    }
+
+    /// Result images served (200s from the result URLs).
+    pub fn downloads(&self) -> usize {
+        self.downloads.load(Ordering::Relaxed)
     }
 
     /// A task still kept (see the crate docs on what is forgotten when), any key.
