@@ -13,7 +13,7 @@ use fluxgate::delivery::{LinkOrigin, LinkSigner, Wanted};
 use fluxgate::job::{OutputFormat, ResponseFormat};
 use fluxgate::records::{Finished, ImageName};
 use secrecy::SecretString;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_with};
 
@@ -329,4 +329,33 @@ async fn an_s3_store_serves_the_image_after_bfls_url_expired_behind_signed_links
     let found = store.get(&name).await.expect("the bucket answers").expect("kept");
     let kind = found.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
     assert_eq!(kind.as_deref(), Some(name.format().content_type()), "{key}");
+}
+
+#[tokio::test]
+async fn a_replay_after_bfls_url_expired_gets_the_same_link_and_b64_from_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_rehosting(local_store(&dir)).await;
+    let send = |format: &'static str| {
+        let body = json!({"model": "flux-2-klein-4b", "prompt": "a kite", "size": "320x240", "output_format": "png", "response_format": format});
+        app.http
+            .post(format!("{}/v1/images/generations", app.base))
+            .header("idempotency-key", format!("k-{format}"))
+            .json(&body)
+            .send()
+    };
+    let first: Value = send("url").await.expect("answers").json().await.expect("json");
+    let b64_first = send("b64_json").await.expect("answers");
+    assert_eq!(b64_first.status(), 200);
+    until_the_simulators_urls_expired(&app).await;
+    let again: Value = send("url").await.expect("answers").json().await.expect("json");
+    assert_eq!(first, again, "the same reply, the same signed link");
+    let replay = send("b64_json").await.expect("answers");
+    assert_eq!(replay.status(), 200, "the image comes from the store: BFL's URL is gone");
+    let body: Value = replay.json().await.expect("json");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["b64_json"].as_str().expect("b64"))
+        .expect("base64");
+    let image = image::load_from_memory(&bytes).expect("an image");
+    assert_eq!((image.width(), image.height()), (320, 240));
+    assert_eq!(app.sim.submit_attempts(), 2, "one submit per key");
 }
