@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::batch::BatchSettings;
 use crate::bfl::{AllowList, BflSettings};
-use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
+use crate::capacity::{CapacitySettings, CoordinationSettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
 use crate::delivery::{DeliverySettings, S3Settings, StoreChoice};
@@ -66,6 +66,7 @@ struct RawSettings {
     jobs: RawJobs,
     delivery: RawDelivery,
     usage: RawUsage,
+    coordination: RawCoordination,
     telemetry: RawTelemetry,
     #[serde(default)]
     models: RawModels,
@@ -177,6 +178,15 @@ struct RawClient {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawCoordination {
+    backend: String,
+    redis_url: String,
+    lease_secs: u64,
+    degraded_share: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawUsage {
     path: String,
 }
@@ -221,6 +231,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub clients: ClientSettings,
     pub usage: UsageSettings,
+    /// `None`: each process counts its own slots; `Some`: replicas share them through Redis.
+    pub coordination: Option<CoordinationSettings>,
     pub telemetry: TelemetrySettings,
     pub upstream: BflSettings,
     pub capacity: CapacitySettings,
@@ -386,9 +398,20 @@ impl TryFrom<RawSettings> for Settings {
     type Error = ConfigError;
 
     fn try_from(raw: RawSettings) -> Result<Self, ConfigError> {
-        let RawSettings { clients, server, upstream, uploads, jobs, delivery, usage, telemetry, models } =
-            raw;
+        let RawSettings {
+            clients,
+            server,
+            upstream,
+            uploads,
+            jobs,
+            delivery,
+            usage,
+            coordination,
+            telemetry,
+            models,
+        } = raw;
         Ok(Settings {
+            coordination: coordination_settings(&coordination)?,
             clients: client_settings(&server, clients)?,
             usage: UsageSettings { path: (!usage.path.trim().is_empty()).then(|| usage.path.trim().into()) },
             server: server_settings(server, &telemetry)?,
@@ -537,6 +560,34 @@ fn client_settings(server: &RawServer, raw: Vec<RawClient>) -> Result<ClientSett
         ));
     }
     Ok(settings)
+}
+
+fn coordination_settings(raw: &RawCoordination) -> Result<Option<CoordinationSettings>, ConfigError> {
+    match raw.backend.trim() {
+        "memory" => return Ok(None),
+        "redis" => {}
+        other => {
+            return Err(invalid("coordination.backend", format!("`{other}` is not \"memory\" or \"redis\"")));
+        }
+    }
+    let url = raw.redis_url.trim();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(invalid(
+            "coordination.redis_url",
+            "must be a redis:// or rediss:// URL when backend is \"redis\"",
+        ));
+    }
+    if !(2..=600).contains(&raw.lease_secs) {
+        return Err(invalid("coordination.lease_secs", "must be 2 to 600"));
+    }
+    if !(raw.degraded_share > 0.0 && raw.degraded_share <= 1.0) {
+        return Err(invalid("coordination.degraded_share", "must be above 0 and at most 1"));
+    }
+    Ok(Some(CoordinationSettings {
+        redis_url: url.to_owned(),
+        lease: Duration::from_secs(raw.lease_secs),
+        degraded_share: raw.degraded_share,
+    }))
 }
 
 fn telemetry_settings(raw: &RawTelemetry) -> Result<TelemetrySettings, ConfigError> {

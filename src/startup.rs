@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::Batches;
 use crate::bfl::BflClient;
-use crate::capacity::{KeyPool, LocalLedger};
+use crate::capacity::{KeyPool, LedgerError, LocalLedger, RedisLedger, SlotLedger};
 use crate::catalog::{Catalog, CatalogError};
 use crate::clients::Clients;
 use crate::config::Settings;
@@ -36,6 +36,8 @@ pub enum StartupError {
     ClientModel { client: String, model: String },
     #[error("{0}")]
     Usage(#[from] JournalError),
+    #[error("coordination: {0}")]
+    Coordination(LedgerError),
     #[error("delivery.store: {0}")]
     Store(#[from] StoreError),
 }
@@ -50,7 +52,23 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let client = BflClient::new(&settings.upstream)?;
     telemetry::metrics::install();
     let tracker = TaskTracker::new();
-    let pool = KeyPool::new(settings.capacity, Arc::new(LocalLedger::new()), tracker.clone());
+    let shared = match settings.coordination {
+        Some(coordination) => Some(RedisLedger::new(coordination).map_err(StartupError::Coordination)?),
+        None => None,
+    };
+    let ledger: Arc<dyn SlotLedger> = match &shared {
+        Some(shared) => shared.clone(),
+        None => Arc::new(LocalLedger::new()),
+    };
+    let pool = KeyPool::new(settings.capacity, ledger, tracker.clone());
+    if let Some(shared) = &shared {
+        let waiters = Arc::downgrade(&pool);
+        shared.start(move || {
+            if let Some(pool) = waiters.upgrade() {
+                pool.wake();
+            }
+        });
+    }
     let store = Arc::new(MemoryJobStore::new(settings.jobs));
     // Deliveries run on the jobs' tracker, so shutdown gives them the same grace.
     let webhooks = WebhookSender::new(settings.webhooks, tracker.clone())?;
@@ -78,5 +96,6 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         clients,
         usage,
         webhooks,
+        shared_ledger: shared,
     }))
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::batch::Batches;
+use crate::capacity::RedisLedger;
 use crate::catalog::Catalog;
 use crate::clients::Clients;
 use crate::delivery::Delivery;
@@ -51,6 +52,8 @@ pub struct Parts {
     pub clients: Clients,
     pub usage: Usage,
     pub webhooks: WebhookSender,
+    /// The slot ledger shared through Redis, when `coordination.backend = "redis"`.
+    pub shared_ledger: Option<Arc<RedisLedger>>,
 }
 
 #[derive(Clone)]
@@ -69,6 +72,7 @@ pub struct AppState {
     pub usage: Usage,
     /// Outgoing webhooks (`jobs.webhook_*`), on the dispatcher's tracker.
     pub webhooks: WebhookSender,
+    pub shared_ledger: Option<Arc<RedisLedger>>,
     draining: Arc<AtomicBool>,
 }
 
@@ -86,6 +90,7 @@ impl AppState {
             clients,
             usage,
             webhooks,
+            shared_ledger,
         } = parts;
         AppState {
             server: Arc::new(server),
@@ -98,6 +103,7 @@ impl AppState {
             clients: Arc::new(clients),
             usage,
             webhooks,
+            shared_ledger,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -109,5 +115,10 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// True while replicas cannot share slots (Redis does not answer) and this one counts its own.
+    pub fn is_degraded(&self) -> bool {
+        self.shared_ledger.as_ref().is_some_and(|l| l.is_degraded())
     }
 }

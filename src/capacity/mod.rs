@@ -9,10 +9,12 @@ mod keys;
 mod ledger;
 mod pool;
 mod queue;
+mod shared;
 
 pub use keys::{KeyBudget, KeyId};
 pub use ledger::{LedgerError, LocalLedger, SlotId, SlotLedger};
 pub use pool::{KeyPool, KeyTrouble, Lease};
+pub use shared::{CoordinationSettings, RedisLedger, shared_count};
 
 use std::time::Duration;
 

@@ -20,6 +20,7 @@ pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
         jobs_in_flight: dispatcher.jobs_in_flight(),
         queue_length: dispatcher.queued(),
         slots_in_use: dispatcher.slots_by_key(),
+        coordination_degraded: state.is_degraded(),
     });
     let mut response = text.into_response();
     response

@@ -96,5 +96,8 @@ pub async fn serve(
         );
         connections.set_phase(Phase::Closed);
     }
+    if let Some(ledger) = &state.shared_ledger {
+        ledger.stop();
+    }
     Ok(())
 }

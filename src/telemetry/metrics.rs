@@ -38,12 +38,15 @@ pub struct Now {
     pub queue_length: usize,
     /// Slots this process holds, per stable key id.
     pub slots_in_use: Vec<(String, usize)>,
+    /// Redis does not answer and slots are counted on a local share.
+    pub coordination_degraded: bool,
 }
 
 /// The Prometheus text for everything recorded, with `now` sampled into its gauges.
 pub fn render(now: Now) -> String {
     gauge!("fluxgate_jobs_in_flight").set(now.jobs_in_flight as f64);
     gauge!("fluxgate_queue_length").set(now.queue_length as f64);
+    gauge!("fluxgate_coordination_degraded").set(if now.coordination_degraded { 1.0 } else { 0.0 });
     for (key, held) in now.slots_in_use {
         gauge!("fluxgate_slots_in_use", "key" => key).set(held as f64);
     }

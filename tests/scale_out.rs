@@ -1,0 +1,246 @@
+//! Replicas sharing one BFL key through a real Redis: two `fluxgate serve` processes, one
+//! `fluxgate simulate` (one key, 24 slots) and a `redis-server` started here on a free loopback
+//! port. Every wait is bounded; all traffic stays on loopback.
+//!
+//! `redis-server` must be on the PATH (`.ci/run` installs Debian's package when it is missing);
+//! without it these tests fail under CI (`CI=true`) and are skipped with a message otherwise.
+
+#![allow(clippy::disallowed_methods)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fluxgate::capacity::{KeyId, shared_count};
+use serde_json::{Value, json};
+
+const KEY: &str = "bfl-key-shared";
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn redis_server(port: u16) -> Option<Running> {
+    let found = Command::new("redis-server").arg("--version").output().is_ok();
+    if !found {
+        assert!(std::env::var("CI").is_err(), "redis-server is not installed (CI must install it)");
+        eprintln!("skipped: redis-server is not installed");
+        return None;
+    }
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    Some(Running(child))
+}
+
+fn fluxgate(args: &[&str], env: &[(&str, String)]) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fluxgate"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLUXGATE__") || key == "BFL_API_KEY" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    Running(cmd.spawn().expect("fluxgate starts"))
+}
+
+/// A replica of the gateway against the simulator, sharing slots through Redis.
+fn replica(port: u16, sim_port: u16, redis_port: u16) -> Running {
+    fluxgate(
+        &["serve"],
+        &[
+            ("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+            ("FLUXGATE__SERVER__AUTH", "none".into()),
+            ("FLUXGATE__SERVER__DRAIN_DELAY_MS", "0".into()),
+            ("FLUXGATE__USAGE__PATH", String::new()),
+            ("FLUXGATE__UPSTREAM__BASE_URL", format!("http://127.0.0.1:{sim_port}")),
+            ("FLUXGATE__UPSTREAM__KEYS", KEY.into()),
+            ("FLUXGATE__UPSTREAM__KEY_NAMES", "shared".into()),
+            ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", format!("127.0.0.1:{sim_port}")),
+            ("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true".into()),
+            ("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "0.05".into()),
+            ("FLUXGATE__UPSTREAM__POLL_INTERVAL_MS", "50".into()),
+            ("FLUXGATE__COORDINATION__BACKEND", "redis".into()),
+            ("FLUXGATE__COORDINATION__REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
+            ("FLUXGATE__COORDINATION__LEASE_SECS", "2".into()),
+            ("FLUXGATE__COORDINATION__DEGRADED_SHARE", "0.5".into()),
+        ],
+    )
+}
+
+async fn wait_ready(url: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} was not ready within 20 s");
+}
+
+struct Cluster {
+    _redis: Running,
+    _sim: Running,
+    replicas: Vec<(String, Option<Running>)>,
+    sim: String,
+    redis_url: String,
+    redis_port: u16,
+}
+
+async fn cluster() -> Option<Cluster> {
+    let redis_port = free_port();
+    let redis = redis_server(redis_port)?;
+    let sim_port = free_port();
+    let sim = fluxgate(
+        &["simulate", "--listen", &format!("127.0.0.1:{sim_port}"), "--time-scale", "0.05", "--keys", KEY],
+        &[],
+    );
+    let sim_base = format!("http://127.0.0.1:{sim_port}");
+    wait_ready(&format!("{sim_base}/sim/stats")).await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        replicas.push((base, Some(replica(port, sim_port, redis_port))));
+    }
+    for (base, _) in &replicas {
+        wait_ready(&format!("{base}/readyz")).await;
+    }
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    Some(Cluster { _redis: redis, _sim: sim, replicas, sim: sim_base, redis_url, redis_port })
+}
+
+impl Cluster {
+    async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/sim/stats", self.sim)).await.unwrap().json().await.unwrap()
+    }
+
+    async fn shared_slots(&self) -> usize {
+        shared_count(&self.redis_url, &KeyId::named("shared")).await.expect("Redis answers")
+    }
+}
+
+async fn generate(http: &reqwest::Client, base: &str, prompt: &str) -> u16 {
+    let Ok(response) = http
+        .post(format!("{base}/v1/images/generations"))
+        .json(&json!({"model": "flux-2-klein-4b", "prompt": prompt}))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let status = response.status().as_u16();
+    if status != 200 {
+        eprintln!("{status}: {}", response.text().await.unwrap_or_default());
+    }
+    status
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_keys_24_slots_and_a_dead_replicas_slots_come_back() {
+    let Some(mut cluster) = cluster().await else { return };
+    let http = reqwest::Client::new();
+    // 100 jobs of 400 ms, spread over both replicas at once: 24 slots between them.
+    let requests = (0..100).map(|i| {
+        let base = cluster.replicas[i % 2].0.clone();
+        let http = http.clone();
+        async move { generate(&http, &base, &format!("job {i} [slow:400]")).await }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "every request succeeds: {statuses:?}");
+    let stats = cluster.stats().await;
+    assert!(stats["peak_active"].as_u64().unwrap() <= 24, "BFL never saw more than 24 tasks: {stats}");
+    assert_eq!(stats["rejected_429"], 0, "BFL never answered 429: {stats}");
+    assert!(stats["peak_active"].as_u64().unwrap() > 12, "both replicas used the key together: {stats}");
+
+    // One replica dies holding slots (long jobs); the other finishes its own, and the dead
+    // one's slots come back once their leases (2 s) run out.
+    let (first, second) = (cluster.replicas[0].0.clone(), cluster.replicas[1].0.clone());
+    let long: Vec<_> = (0..6)
+        .map(|i| {
+            let (http, base) = (http.clone(), first.clone());
+            tokio::spawn(async move { generate(&http, &base, &format!("long {i} [slow:30000]")).await })
+        })
+        .collect();
+    let started = Instant::now();
+    while cluster.shared_slots().await < 6 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cluster.shared_slots().await, 6, "the long jobs hold six shared slots");
+    if let Some(mut dead) = cluster.replicas[0].1.take() {
+        dead.0.kill().expect("kill -9");
+        let _ = dead.0.wait();
+    }
+    for task in long {
+        let _ = task.await;
+    }
+    let survivor = generate(&http, &second, "after the death").await;
+    assert_eq!(survivor, 200, "the other replica goes on");
+    let started = Instant::now();
+    while cluster.shared_slots().await > 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.shared_slots().await, 0, "the dead replica's leases expired");
+}
+
+#[tokio::test]
+async fn without_redis_a_replica_serves_on_its_share_says_so_and_returns_to_shared_counting() {
+    let Some(mut cluster) = cluster().await else { return };
+    let http = reqwest::Client::new();
+    let base = cluster.replicas[1].0.clone();
+    assert_eq!(generate(&http, &base, "before").await, 200);
+    // Redis goes away.
+    drop(std::mem::replace(&mut cluster._redis, Running(Command::new("true").spawn().unwrap())));
+    let statuses = futures_util::future::join_all((0..4).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { generate(&http, &base, &format!("degraded {i} [slow:300]")).await }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "requests keep succeeding: {statuses:?}");
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.text().await.unwrap().contains("degraded"), "readiness says it is degraded");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("fluxgate_coordination_degraded 1"), "and so do the metrics");
+
+    // Redis comes back on the same port while a job runs: its slot moves into Redis.
+    let running = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move { generate(&http, &base, "across the return [slow:4000]").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster._redis = redis_server(cluster.redis_port).expect("redis-server again");
+    let started = Instant::now();
+    loop {
+        let text = reqwest::get(format!("{base}/readyz")).await.unwrap().text().await.unwrap();
+        if text == "ready" || started.elapsed() > Duration::from_secs(10) {
+            assert_eq!(text, "ready", "back to shared accounting");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let active = cluster.stats().await["active"].as_u64().unwrap() as usize;
+    assert_eq!(cluster.shared_slots().await, active, "Redis counts what BFL runs");
+    assert_eq!(running.await.unwrap(), 200);
+    let started = Instant::now();
+    while cluster.shared_slots().await > 0 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.shared_slots().await, 0, "nothing leaked");
+}
