@@ -14,9 +14,10 @@ use serde::Deserialize;
 
 use crate::batch::BatchSettings;
 use crate::bfl::{AllowList, BflSettings};
-use crate::capacity::{CapacitySettings, CoordinationSettings, KeyBudget, KeyId};
+use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
+use crate::coordination::CoordinationSettings;
 use crate::delivery::{DeliverySettings, S3Settings, StoreChoice};
 use crate::dispatch::{BflWebhookSettings, DispatchSettings};
 use crate::job::{JobRules, ResponseFormat};

@@ -13,6 +13,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod clients;
 pub mod config;
+pub mod coordination;
 pub mod delivery;
 pub mod dispatch;
 pub mod error;

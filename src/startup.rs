@@ -8,10 +8,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::Batches;
 use crate::bfl::BflClient;
-use crate::capacity::{KeyPool, LedgerError, LocalLedger, RedisLedger, SlotLedger};
+use crate::capacity::{KeyPool, LocalLedger, RedisLedger, SlotLedger};
 use crate::catalog::{Catalog, CatalogError};
 use crate::clients::Clients;
 use crate::config::Settings;
+use crate::coordination::{Redis, RedisError};
 use crate::delivery::{Delivery, StoreError};
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
@@ -37,7 +38,7 @@ pub enum StartupError {
     #[error("{0}")]
     Usage(#[from] JournalError),
     #[error("coordination: {0}")]
-    Coordination(LedgerError),
+    Coordination(#[from] RedisError),
     #[error("delivery.store: {0}")]
     Store(#[from] StoreError),
 }
@@ -52,9 +53,13 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let client = BflClient::new(&settings.upstream)?;
     telemetry::metrics::install();
     let tracker = TaskTracker::new();
-    let shared = match settings.coordination {
-        Some(coordination) => Some(RedisLedger::new(coordination).map_err(StartupError::Coordination)?),
+    let redis = match &settings.coordination {
+        Some(coordination) => Some(Redis::open(&coordination.redis_url)?),
         None => None,
+    };
+    let shared = match (settings.coordination, &redis) {
+        (Some(coordination), Some(redis)) => Some(RedisLedger::new(coordination, redis.clone())),
+        _ => None,
     };
     let ledger: Arc<dyn SlotLedger> = match &shared {
         Some(shared) => shared.clone(),
@@ -83,7 +88,7 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         }
     }
     let batches = Batches::new(settings.batches);
-    let clients = Clients::new(&settings.clients);
+    let clients = Clients::new(&settings.clients, redis.clone());
     let usage = Usage::open(&settings.usage)?;
     Ok(AppState::from_parts(Parts {
         server: settings.server,

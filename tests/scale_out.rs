@@ -60,12 +60,14 @@ fn fluxgate(args: &[&str], env: &[(&str, String)]) -> Running {
 }
 
 /// A replica of the gateway against the simulator, sharing slots through Redis.
-fn replica(port: u16, sim_port: u16, redis_port: u16) -> Running {
+fn replica(port: u16, sim_port: u16, redis_port: u16, config: Option<&str>) -> Running {
+    let mut args = vec!["serve"];
+    args.extend(config.map(|c| ["--config", c]).into_iter().flatten());
     fluxgate(
-        &["serve"],
+        &args,
         &[
             ("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")),
-            ("FLUXGATE__SERVER__AUTH", "none".into()),
+            ("FLUXGATE__SERVER__AUTH", if config.is_some() { "keys" } else { "none" }.into()),
             ("FLUXGATE__SERVER__DRAIN_DELAY_MS", "0".into()),
             ("FLUXGATE__USAGE__PATH", String::new()),
             ("FLUXGATE__UPSTREAM__BASE_URL", format!("http://127.0.0.1:{sim_port}")),
@@ -104,6 +106,10 @@ struct Cluster {
 }
 
 async fn cluster() -> Option<Cluster> {
+    cluster_with(None).await
+}
+
+async fn cluster_with(config: Option<&str>) -> Option<Cluster> {
     let redis_port = free_port();
     let redis = redis_server(redis_port)?;
     let sim_port = free_port();
@@ -117,7 +123,7 @@ async fn cluster() -> Option<Cluster> {
     for _ in 0..2 {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
-        replicas.push((base, Some(replica(port, sim_port, redis_port))));
+        replicas.push((base, Some(replica(port, sim_port, redis_port, config))));
     }
     for (base, _) in &replicas {
         wait_ready(&format!("{base}/readyz")).await;
@@ -243,4 +249,36 @@ async fn without_redis_a_replica_serves_on_its_share_says_so_and_returns_to_shar
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(cluster.shared_slots().await, 0, "nothing leaked");
+}
+
+#[tokio::test]
+async fn a_clients_requests_per_minute_hold_across_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clients.toml");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"tok-ten"));
+    std::fs::write(
+        &config,
+        format!("[[clients]]\nid = \"ten\"\ntoken_sha256 = \"{digest}\"\nrequests_per_minute = 10\n"),
+    )
+    .unwrap();
+    let Some(cluster) = cluster_with(config.to_str()).await else { return };
+    let http = reqwest::Client::new();
+    let mut ok = 0;
+    for i in 0..24 {
+        let base = &cluster.replicas[i % 2].0;
+        let status = http
+            .post(format!("{base}/v1/images/generations"))
+            .bearer_auth("tok-ten")
+            .json(&json!({"model": "flux-2-klein-4b", "prompt": format!("r{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        match status.as_u16() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 10, "ten requests in the minute, across both replicas");
 }

@@ -14,7 +14,7 @@ mod shared;
 pub use keys::{KeyBudget, KeyId};
 pub use ledger::{LedgerError, LocalLedger, SlotId, SlotLedger};
 pub use pool::{KeyPool, KeyTrouble, Lease};
-pub use shared::{CoordinationSettings, RedisLedger, shared_count};
+pub use shared::{RedisLedger, shared_count};
 
 use std::time::Duration;
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
@@ -27,22 +26,12 @@ use tokio_util::task::TaskTracker;
 use super::ledger::{LedgerError, LocalLedger, SlotId, SlotLedger};
 use super::{KeyBudget, KeyId};
 use crate::catalog::SlotClass;
+use crate::coordination::{CoordinationSettings, REDIS_TIMEOUT, Redis};
 
-/// Longest wait for one Redis exchange before the ledger counts locally.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often a degraded ledger checks whether Redis is back.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// The channel releases are published on.
 const RELEASED: &str = "fluxgate:released";
-
-#[derive(Debug, Clone)]
-pub struct CoordinationSettings {
-    pub redis_url: String,
-    /// A lease not renewed for this long expires (a dead replica's slots come back).
-    pub lease: Duration,
-    /// The fraction of each key's budget used while Redis is unreachable.
-    pub degraded_share: f64,
-}
 
 const RESERVE: &str = r"
 local t = redis.call('TIME')
@@ -86,8 +75,7 @@ struct Held {
 
 pub struct RedisLedger {
     settings: CoordinationSettings,
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    redis: Arc<Redis>,
     replica: String,
     next: AtomicU64,
     held: Mutex<HashMap<u64, Held>>,
@@ -115,13 +103,10 @@ fn lease_ms(lease: Duration) -> u64 {
 impl RedisLedger {
     /// A ledger on `settings.redis_url` (not yet connected: the first use connects, and a
     /// gateway whose Redis is down at start-up starts degraded).
-    pub fn new(settings: CoordinationSettings) -> Result<Arc<RedisLedger>, LedgerError> {
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|e| LedgerError(format!("coordination.redis_url: {e}")))?;
-        Ok(Arc::new(RedisLedger {
+    pub fn new(settings: CoordinationSettings, redis: Arc<Redis>) -> Arc<RedisLedger> {
+        Arc::new(RedisLedger {
             settings,
-            client,
-            connection: tokio::sync::Mutex::new(None),
+            redis,
             replica: uuid::Uuid::new_v4().simple().to_string(),
             next: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
@@ -131,7 +116,7 @@ impl RedisLedger {
             renew: Script::new(RENEW),
             wake: OnceLock::new(),
             stop: CancellationToken::new(),
-        }))
+        })
     }
 
     /// Starts renewing leases and listening for other replicas' releases; `wake` is called when
@@ -170,27 +155,12 @@ impl RedisLedger {
         }
     }
 
-    /// A connection, made on first use.
-    async fn connection(&self) -> Result<ConnectionManager, LedgerError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let made = timeout(REDIS_TIMEOUT * 4, ConnectionManager::new(self.client.clone()))
-            .await
-            .map_err(|_| LedgerError("connecting to Redis timed out".into()))?
-            .map_err(|e| LedgerError(format!("connecting to Redis: {e}")))?;
-        *slot = Some(made.clone());
-        Ok(made)
-    }
-
     async fn shared_reserve(
         &self,
         budget: &KeyBudget,
         class: SlotClass,
         member: &str,
     ) -> Result<bool, LedgerError> {
-        let mut connection = self.connection().await?;
         let mut call = self.reserve.prepare_invoke();
         call.key(general_set(&budget.id))
             .key(kontext_set(&budget.id))
@@ -199,10 +169,7 @@ impl RedisLedger {
             .arg(if class == SlotClass::KontextMax { "1" } else { "0" })
             .arg(member)
             .arg(lease_ms(self.settings.lease));
-        let taken: i64 = timeout(REDIS_TIMEOUT, call.invoke_async(&mut connection))
-            .await
-            .map_err(|_| LedgerError("Redis timed out".into()))?
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let taken: i64 = self.redis.invoke(&call).await.map_err(|e| LedgerError(e.0))?;
         Ok(taken == 1)
     }
 
@@ -233,7 +200,6 @@ impl RedisLedger {
                     .push((*slot, held.class == SlotClass::KontextMax));
             }
         }
-        let mut connection = self.connection().await?;
         for (key, slots) in &by_key {
             let mut call = self.renew.prepare_invoke();
             call.key(general_set(key))
@@ -243,10 +209,7 @@ impl RedisLedger {
             for (slot, kontext) in slots {
                 call.arg(self.member(*slot)).arg(if *kontext { "1" } else { "0" });
             }
-            let _: i64 = timeout(REDIS_TIMEOUT, call.invoke_async(&mut connection))
-                .await
-                .map_err(|_| LedgerError("Redis timed out".into()))?
-                .map_err(|e| LedgerError(e.to_string()))?;
+            let _: i64 = self.redis.invoke(&call).await.map_err(|e| LedgerError(e.0))?;
         }
         if adopt {
             // They are Redis's now: the local counts go.
@@ -302,7 +265,7 @@ impl RedisLedger {
     async fn listen(self: Arc<Self>) {
         loop {
             let subscribed = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
+                let mut pubsub = self.redis.client().get_async_pubsub().await?;
                 pubsub.subscribe(RELEASED).await?;
                 let mut messages = pubsub.on_message();
                 while messages.next().await.is_some() {
@@ -369,7 +332,7 @@ impl SlotLedger for RedisLedger {
             if let Some(Held { local: Some(budget), .. }) = held {
                 return self.local.release(&budget.id, class, slot).await;
             }
-            let mut connection = self.connection().await?;
+            let mut connection = self.redis.connection().await.map_err(|e| LedgerError(e.0))?;
             let member = self.member(slot.0);
             let mut pipe = redis::pipe();
             pipe.atomic()

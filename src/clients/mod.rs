@@ -20,11 +20,13 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use redis::Script;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::coordination::{Redis, RedisError};
 use crate::error::ApiError;
 
 /// Whether requests need a token.
@@ -82,9 +84,12 @@ impl ClientSettings {
 /// A client and its limits, as the gateway enforces them.
 pub struct Client {
     id: Arc<str>,
+    /// With Redis, `requests_per_minute` holds across replicas (a sliding minute in Redis).
+    shared: Option<Arc<Redis>>,
     digest: [u8; 32],
     models: Option<HashSet<String>>,
     rate: Option<DefaultDirectRateLimiter>,
+    per_minute: Option<u32>,
     concurrency: Option<(Arc<Semaphore>, u32)>,
     budget: Option<Budget>,
 }
@@ -96,12 +101,14 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    fn new(config: &ClientConfig) -> Client {
+    fn new(config: &ClientConfig, shared: Option<Arc<Redis>>) -> Client {
         Client {
             id: Arc::from(config.id.as_str()),
+            shared,
             digest: config.token_sha256,
             models: config.models.as_ref().map(|m| m.iter().cloned().collect()),
             rate: config.requests_per_minute.map(|n| RateLimiter::direct(Quota::per_minute(n))),
+            per_minute: config.requests_per_minute.map(NonZeroU32::get),
             concurrency: config
                 .max_concurrent_jobs
                 .map(|n| (Arc::new(Semaphore::new(n.get() as usize)), n.get())),
@@ -110,7 +117,16 @@ impl Client {
     }
 
     fn unlimited(id: String, digest: [u8; 32]) -> Client {
-        Client { id: Arc::from(id), digest, models: None, rate: None, concurrency: None, budget: None }
+        Client {
+            id: Arc::from(id),
+            shared: None,
+            digest,
+            models: None,
+            rate: None,
+            per_minute: None,
+            concurrency: None,
+            budget: None,
+        }
     }
 }
 
@@ -150,14 +166,24 @@ impl Caller {
     }
 
     /// One more request within the client's `requests_per_minute`, or 429 `rate_limit_exceeded`.
-    pub fn admit_request(&self) -> Result<(), ApiError> {
+    /// With Redis the minute is shared by every replica (a sliding window in Redis); when Redis
+    /// does not answer, each replica counts on its own (governor).
+    pub async fn admit_request(&self) -> Result<(), ApiError> {
         let Some(rate) = &self.0.rate else { return Ok(()) };
-        rate.check().map_err(|not_until| ApiError::ClientLimit {
+        let over = |retry_after| ApiError::ClientLimit {
             code: "rate_limit_exceeded",
             message: format!("client `{}` is over its requests per minute", self.0.id),
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            retry_after,
             retry_useful: true,
-        })
+        };
+        if let (Some(redis), Some(per_minute)) = (&self.0.shared, self.0.per_minute) {
+            match shared_admit(redis, &self.0.id, per_minute).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => return Err(over(wait)),
+                Err(e) => tracing::debug!(error = %e, "shared rate limit unavailable; counting here"),
+            }
+        }
+        rate.check().map_err(|not_until| over(not_until.wait_time_from(DefaultClock::default().now())))
     }
 
     /// 403 `model_not_allowed` unless the client may use `model`.
@@ -190,8 +216,10 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(settings: &ClientSettings) -> Clients {
-        let mut known: Vec<Arc<Client>> = settings.clients.iter().map(|c| Arc::new(Client::new(c))).collect();
+    /// `shared`: Redis, when replicas share client limits.
+    pub fn new(settings: &ClientSettings, shared: Option<Arc<Redis>>) -> Clients {
+        let mut known: Vec<Arc<Client>> =
+            settings.clients.iter().map(|c| Arc::new(Client::new(c, shared.clone()))).collect();
         for token in &settings.legacy_tokens {
             let digest: [u8; 32] = Sha256::digest(token.expose_secret().trim().as_bytes()).into();
             known.push(Arc::new(Client::unlimited(format!("key-{}", &hex::encode(digest)[..8]), digest)));
@@ -240,6 +268,31 @@ impl Clients {
             (None, _) => self.auth == AuthMode::None,
         }
     }
+}
+
+/// Counts a request in the client's sliding minute in Redis: `None` when it fits, else how long
+/// until the oldest request of the minute leaves it.
+const SLIDING_MINUTE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + 60000 - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 60000)
+return -1
+";
+
+async fn shared_admit(redis: &Redis, client: &str, per_minute: u32) -> Result<Option<Duration>, RedisError> {
+    let script = Script::new(SLIDING_MINUTE);
+    let mut call = script.prepare_invoke();
+    call.key(format!("fluxgate:rate:{{{client}}}"))
+        .arg(per_minute)
+        .arg(uuid::Uuid::new_v4().simple().to_string());
+    let wait_ms: i64 = redis.invoke(&call).await?;
+    Ok(u64::try_from(wait_ms).ok().map(Duration::from_millis))
 }
 
 /// The SHA-256 of the request's bearer token.
@@ -299,7 +352,7 @@ mod tests {
             legacy_tokens: vec![SecretString::from("legacy")],
             admin_token_sha256: Some(Sha256::digest(b"admin").into()),
         };
-        let clients = Clients::new(&settings);
+        let clients = Clients::new(&settings, None);
         assert_eq!(clients.identify(&headers("tok-b")).map(|c| c.id().to_owned()), Ok("b".to_owned()));
         assert!(clients.identify(&headers("legacy")).is_ok_and(|c| c.id().starts_with("key-")));
         assert_eq!(clients.identify(&headers("tok-c")).err(), Some(ApiError::Unauthorized));
@@ -307,9 +360,9 @@ mod tests {
         assert!(clients.is_admin(&headers("admin")) && !clients.is_admin(&headers("tok-a")));
     }
 
-    #[test]
-    fn limits_refuse_with_their_codes() {
-        let caller = Caller(Arc::new(Client::new(&client("a", "t"))));
+    #[tokio::test]
+    async fn limits_refuse_with_their_codes() {
+        let caller = Caller(Arc::new(Client::new(&client("a", "t"), None)));
         assert!(caller.check_model("flux-2-pro").is_ok());
         assert_eq!(caller.check_model("flux-dev").err(), Some(ApiError::ModelNotAllowed("flux-dev".into())));
         assert!(caller.admit_request().is_ok() && caller.admit_request().is_ok());

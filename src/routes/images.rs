@@ -156,7 +156,7 @@ async fn begin(
     if state.server.log_prompts {
         span.record("prompt", job.prompt.as_str());
     }
-    origin.owner.admit_request()?;
+    origin.owner.admit_request().await?;
     origin.owner.check_model(job.model.id)?;
     let start = |job: ImageJob, origin: Origin| {
         let holds = Holds {
