@@ -365,9 +365,9 @@ mod tests {
         let caller = Caller(Arc::new(Client::new(&client("a", "t"), None)));
         assert!(caller.check_model("flux-2-pro").is_ok());
         assert_eq!(caller.check_model("flux-dev").err(), Some(ApiError::ModelNotAllowed("flux-dev".into())));
-        assert!(caller.admit_request().is_ok() && caller.admit_request().is_ok());
+        assert!(caller.admit_request().await.is_ok() && caller.admit_request().await.is_ok());
         assert!(matches!(
-            caller.admit_request(),
+            caller.admit_request().await,
             Err(ApiError::ClientLimit { code: "rate_limit_exceeded", .. })
         ));
         let held = caller.reserve_jobs(3).expect("room for three");
