@@ -95,6 +95,7 @@ struct RawServer {
     body_timeout_ms: u64,
     idle_timeout_ms: u64,
     max_connections: usize,
+    playground: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,6 +418,7 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
         body_timeout: Duration::from_millis(raw.body_timeout_ms),
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_connections: raw.max_connections,
+        playground: raw.playground,
     })
 }
 

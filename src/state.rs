@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Most connections open at once; beyond it new ones wait to be accepted.
     pub max_connections: usize,
+    /// `GET /` and `/playground` serve the playground page (404 when off).
+    pub playground: bool,
 }
 
 /// What a gateway is built from.

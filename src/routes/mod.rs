@@ -5,6 +5,7 @@ mod health;
 mod images;
 mod metrics;
 mod models;
+mod playground;
 mod usage;
 
 use axum::Router;
@@ -45,6 +46,15 @@ pub fn upstream() -> Router<AppState> {
         .route("/v1/bfl/webhooks/{token}", post(bfl_webhooks::receive_bfl_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn(move |req, next| declared_length_within(limit, req, next)))
+}
+
+/// The playground page and its files: public (its API calls carry the user's token).
+pub fn playground() -> Router<AppState> {
+    Router::new()
+        .route("/", get(playground::page))
+        .route("/playground", get(playground::page))
+        .route("/playground/app.js", get(playground::script))
+        .route("/playground/style.css", get(playground::style))
 }
 
 /// Routes a load balancer calls.
