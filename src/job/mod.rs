@@ -4,8 +4,8 @@
 mod prompt;
 mod size;
 
-pub use prompt::Prompt;
 pub use prompt::MAX_TOKENS as MAX_PROMPT_TOKENS;
+pub use prompt::Prompt;
 pub use size::{OutputSize, SizeRules};
 
 use crate::catalog::{Catalog, Model, Upsampling};

@@ -132,7 +132,9 @@ impl SizeRules {
         match model.sizing {
             Sizing::Flux2 => dimensions(&FLUX2),
             Sizing::Legacy => dimensions(&LEGACY),
-            Sizing::AspectRatio => SizeRules::AspectRatio { widest: "21:9", tallest: "9:21", max_part: MAX_PART },
+            Sizing::AspectRatio => {
+                SizeRules::AspectRatio { widest: "21:9", tallest: "9:21", max_part: MAX_PART }
+            }
         }
     }
 }

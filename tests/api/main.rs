@@ -24,6 +24,7 @@ mod idempotency;
 mod metrics;
 mod models_and_probes;
 mod outgoing_webhooks;
+mod playground;
 mod result_urls;
 mod shutdown;
 mod streaming;
