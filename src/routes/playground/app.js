@@ -686,8 +686,9 @@ function renderChart(rows) {
   if (!rows.length) return;
   const bar = 22;
   const gap = 8;
-  const labelW = 230;
-  const width = 640;
+  const labelW = Math.min(320, 16 + 7.5 * Math.max(...rows.map((r) => `${r.client_id} · ${r.model}`.length)));
+  const valueW = 150;
+  const width = 760;
   const height = rows.length * (bar + gap) + gap;
   const max = Math.max(...rows.map((r) => r.price_usd || 0), 0.000001);
   const svg = document.createElementNS(NS, 'svg');
@@ -704,7 +705,7 @@ function renderChart(rows) {
     label.setAttribute('y', String(y + bar * 0.7));
     label.setAttribute('class', 'chart-label');
     label.textContent = `${r.client_id} · ${r.model}`;
-    const w = Math.max(2, ((width - labelW - 90) * (r.price_usd || 0)) / max);
+    const w = Math.max(2, ((width - labelW - valueW) * (r.price_usd || 0)) / max);
     const rect = document.createElementNS(NS, 'rect');
     rect.setAttribute('x', String(labelW));
     rect.setAttribute('y', String(y));
