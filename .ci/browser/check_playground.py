@@ -293,6 +293,13 @@ def main() -> int:
         page.wait("the page to load its models", lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
         if driver.title != "fluxgate playground":
             raise CheckFailed(f"unexpected title {driver.title!r}")
+        unlabelled = driver.execute_script(
+            "return Array.from(document.querySelectorAll('input, select, textarea'))"
+            ".filter(e => e.labels.length === 0 || !Array.from(e.labels).some(l => l.textContent.trim()))"
+            ".map(e => e.id || e.outerHTML.slice(0, 60));"
+        )
+        if unlabelled:
+            raise CheckFailed(f"controls without a visible label: {unlabelled}")
         with tempfile.TemporaryDirectory() as folder:
             for name, check in (
                 ("generate 512x384 -> naturalWidth 512", lambda: check_generate(page)),

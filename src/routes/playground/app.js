@@ -582,7 +582,7 @@ async function showImage(image, req) {
 function galleryItems() {
   try {
     const items = JSON.parse(storageGet(GALLERY_KEY, '[]'));
-    return Array.isArray(items) ? items : [];
+    return Array.isArray(items) ? items.filter((i) => i && typeof i.prompt === 'string' && typeof i.model === 'string') : [];
   } catch {
     return [];
   }
@@ -622,12 +622,15 @@ function renderGallery() {
     const use = el('button', { type: 'button', class: 'small', text: 'Use these settings' });
     use.addEventListener('click', () => reuse(item));
     const when = new Date(item.at).toLocaleString();
-    const picture = item.thumb || item.url;
+    // Only pictures and links this page made itself: a data: thumbnail, or an http(s) result URL.
+    const url = typeof item.url === 'string' && /^https?:\/\//.test(item.url) ? item.url : null;
+    const thumb = typeof item.thumb === 'string' && item.thumb.startsWith('data:image/') ? item.thumb : null;
+    const picture = thumb || url;
     list.append(el('li', {},
       picture ? el('img', { src: picture, alt: `Result for: ${item.prompt.slice(0, 120)}`, loading: 'lazy' }) : '',
-      el('p', { class: 'gallery-prompt', text: item.prompt }),
+      el('p', { class: 'gallery-prompt', text: String(item.prompt) }),
       el('small', { class: 'hint', text: `${item.model} · ${item.dims}${item.refs ? ` · ${item.refs} ref.` : ''} · ${when}` }),
-      item.url ? el('a', { href: item.url, target: '_blank', rel: 'noopener', text: 'Open link' }) : '',
+      url ? el('a', { href: url, target: '_blank', rel: 'noopener noreferrer', text: 'Open link' }) : '',
       use));
   }
 }
@@ -740,9 +743,10 @@ function wireTabs() {
   tabs.forEach((tab, i) => {
     tab.addEventListener('click', () => selectTab(tab.id.slice(4)));
     tab.addEventListener('keydown', (e) => {
-      const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
-      if (step === undefined) return;
-      const next = tabs[(i + step + tabs.length) % tabs.length];
+      const target = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+      if (target === undefined) return;
+      e.preventDefault();
+      const next = tabs[(target + tabs.length) % tabs.length];
       selectTab(next.id.slice(4));
       next.focus();
     });
