@@ -53,6 +53,7 @@ pub fn playground() -> Router<AppState> {
     Router::new()
         .route("/", get(playground::page))
         .route("/playground", get(playground::page))
+        .route("/playground/", get(playground::page))
         .route("/playground/app.js", get(playground::script))
         .route("/playground/style.css", get(playground::style))
 }

@@ -13,7 +13,7 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> &s
 #[tokio::test]
 async fn the_page_and_its_files_are_served_with_types_csp_and_etags() {
     let app = spawn_app().await;
-    for path in ["/", "/playground"] {
+    for path in ["/", "/playground", "/playground/"] {
         let page = app.http.get(format!("{}{path}", app.base)).send().await.expect("answers");
         assert_eq!(page.status(), 200, "{path}");
         assert_eq!(header(&page, CONTENT_TYPE), "text/html; charset=utf-8");
