@@ -192,6 +192,8 @@ struct RawDelivery {
 #[serde(deny_unknown_fields)]
 struct RawTelemetry {
     log_format: String,
+    log_prompts: bool,
+    otlp_endpoint: String,
 }
 
 /// Every module's settings, as configured.
@@ -358,7 +360,7 @@ impl TryFrom<RawSettings> for Settings {
         Ok(Settings {
             clients: client_settings(&server, clients)?,
             usage: UsageSettings { path: (!usage.path.trim().is_empty()).then(|| usage.path.trim().into()) },
-            server: server_settings(server)?,
+            server: server_settings(server, &telemetry)?,
             telemetry: telemetry_settings(&telemetry)?,
             capacity: capacity_settings(&upstream)?,
             dispatch: dispatch_settings(&upstream)?,
@@ -387,7 +389,7 @@ fn at_most_a_day(key: &'static str, secs: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
+fn server_settings(raw: RawServer, telemetry: &RawTelemetry) -> Result<ServerSettings, ConfigError> {
     at_most_a_day("server.drain_delay_ms", raw.drain_delay_ms / 1000)?;
     at_most_a_day("server.shutdown_grace_secs", raw.shutdown_grace_secs)?;
     at_most_a_day("server.header_timeout_ms", raw.header_timeout_ms / 1000)?;
@@ -419,6 +421,7 @@ fn server_settings(raw: RawServer) -> Result<ServerSettings, ConfigError> {
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_connections: raw.max_connections,
         playground: raw.playground,
+        log_prompts: telemetry.log_prompts,
     })
 }
 
@@ -514,7 +517,17 @@ fn telemetry_settings(raw: &RawTelemetry) -> Result<TelemetrySettings, ConfigErr
             return Err(invalid("telemetry.log_format", format!("`{other}` is not \"text\" or \"json\"")));
         }
     };
-    Ok(TelemetrySettings { log_format })
+    let otlp_endpoint = match raw.otlp_endpoint.trim() {
+        "" => None,
+        endpoint => {
+            let url = Url::parse(endpoint).map_err(|e| invalid("telemetry.otlp_endpoint", e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("telemetry.otlp_endpoint", "must be an http(s) URL"));
+            }
+            Some(endpoint.to_owned())
+        }
+    };
+    Ok(TelemetrySettings { log_format, otlp_endpoint })
 }
 
 fn bfl_settings(raw: &RawUpstream) -> Result<BflSettings, ConfigError> {

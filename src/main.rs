@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use fluxgate::clients::AuthMode;
 use fluxgate::config::{Settings, Sources};
 use fluxgate::server::{serve, shutdown_signal};
+use fluxgate::telemetry::Traces;
 
 #[derive(Parser)]
 #[command(name = "fluxgate", version, about = "OpenAI-compatible gateway for Black Forest Labs' FLUX models")]
@@ -81,7 +82,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve => {
-            let settings = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;
+            let (settings, _traces) = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;
             if settings.capacity.keys.is_empty() {
                 return Err(
                     "no BFL key: set FLUXGATE__UPSTREAM__KEYS or BFL_API_KEY (or try `fluxgate demo`)".into(),
@@ -116,11 +117,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                     ("upstream.first_poll_scale", time_scale.into()),
                 ],
             };
-            let settings = load(sources)?;
+            let (settings, _traces) = load(sources)?;
             gateway(settings, Some(sim_addr)).await
         }
         Command::Health => {
-            let settings = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;
+            let (settings, _traces) = load(Sources { file: cli.config.as_deref(), ..Sources::default() })?;
             let url = format!("http://127.0.0.1:{}/healthz", settings.server.listen.port());
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(2))
@@ -143,11 +144,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// Settings from every layer, then logging as they configure it.
-fn load(sources: Sources<'_>) -> Result<Settings, String> {
+/// Settings from every layer, then logging (and trace export) as they configure it. Keep the
+/// `Traces` until the command is done: dropping it flushes the spans not yet exported.
+fn load(sources: Sources<'_>) -> Result<(Settings, Traces), String> {
     let settings = Settings::load(sources).map_err(|e| e.to_string())?;
-    fluxgate::telemetry::init(&settings.telemetry);
-    Ok(settings)
+    let traces = fluxgate::telemetry::init(&settings.telemetry);
+    Ok((settings, traces))
 }
 
 async fn gateway(settings: Settings, simulator: Option<SocketAddr>) -> Result<(), String> {

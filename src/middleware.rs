@@ -9,6 +9,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::error::{ApiError, ErrorCause};
 use crate::state::AppState;
@@ -34,7 +35,19 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .filter(|v| sane(v))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    // The request's one log line ("done") carries these, filled in by the handler as it learns
+    // them: the client, the model, BFL's task and how long BFL took, the prompt if configured.
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        client = Empty,
+        model = Empty,
+        task = Empty,
+        upstream_ms = Empty,
+        prompt = Empty,
+    );
     req.extensions_mut().insert(RequestId(Arc::from(id.as_str())));
     let started = Instant::now();
     let route = RouteSlot::default();

@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// `GET /` and `/playground` serve the playground page (404 when off).
     pub playground: bool,
+    /// The request's log line carries its prompt (`telemetry.log_prompts`).
+    pub log_prompts: bool,
 }
 
 /// What a gateway is built from.

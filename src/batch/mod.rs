@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use crate::clients::Caller;
 use crate::delivery::{Delivered, Delivery, Wanted};
@@ -221,11 +222,23 @@ impl Batch {
         let delivered = match &outcome {
             // Boxed: the delivery's state (a download, base64) exists only once the image is
             // ready, not for the whole wait of every request in flight.
-            Ok(finished) => Box::pin(delivery.datum(finished, wanted)).await,
+            Ok(finished) => {
+                Box::pin(
+                    delivery
+                        .datum(finished, wanted)
+                        .instrument(tracing::info_span!("delivery", image = index)),
+                )
+                .await
+            }
             Err(e) => Err(e.clone()),
         };
         match (&outcome, &delivered) {
-            (Ok(finished), Ok(_)) => self.bill(index, finished),
+            (Ok(finished), Ok(_)) => {
+                let span = tracing::Span::current();
+                span.record("task", finished.task_id.as_str());
+                span.record("upstream_ms", finished.upstream.as_millis() as u64);
+                self.bill(index, finished);
+            }
             // Not delivered now, but the image exists: a retry with the key may still get it.
             (Ok(_), Err(e)) => self.count_failure(e),
             (Err(e @ ApiError::DeadlineExceeded { .. }), _) => self.count_failure(e),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
 
 use crate::bfl::{PollReply, Status, SubmitReply, UpstreamError};
 use crate::capacity::{KeyTrouble, Lease};
@@ -124,9 +125,12 @@ impl Inner {
                     lease.renew().await;
                     let sent = Instant::now();
                     // Boxed: an HTTP exchange's state exists only while a poll is out.
-                    let polled =
-                        Box::pin(self.client.poll(lease.key(), &polling_url, self.settings.poll_timeout))
-                            .await;
+                    let polled = Box::pin(
+                        self.client
+                            .poll(lease.key(), &polling_url, self.settings.poll_timeout)
+                            .instrument(tracing::info_span!("poll")),
+                    )
+                    .await;
                     metrics::upstream_poll(match &polled {
                         Ok(reply) => reply.status().kind(),
                         Err(e) => e.kind(),
@@ -162,7 +166,10 @@ impl Inner {
                     metrics::ready_lag(job.model.id, lag);
                 }
             }
-            if let Some(followed) = self.judge(status, job, &accepted, reporter) {
+            if let Some(mut followed) = self.judge(status, job, &accepted, reporter) {
+                if let Followed::Over(Ok(finished)) = &mut followed {
+                    finished.upstream = submitted_at.elapsed();
+                }
                 return followed;
             }
         }
@@ -216,6 +223,7 @@ impl Inner {
                     revised_prompt,
                     task_id: accepted.id.clone(),
                     cost: accepted.cost,
+                    upstream: Duration::ZERO,
                 })))
             }
             Status::RequestModerated => Some(Followed::Over(Err(JobFailure::Moderated {

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::bfl::{BflClient, SubmitBody};
 use crate::capacity::KeyPool;
@@ -183,10 +184,15 @@ impl Dispatcher {
         let abandon = CancellationToken::new();
         let inner = self.inner.clone();
         let cancelled = abandon.clone();
-        self.inner.tracker.spawn(async move {
-            let _counted = InFlight::enter(&inner.in_flight);
-            inner.execute(job, reporter, deadline, cancelled).await;
-        });
+        // A child of the request's span (traces show the job under the request that started it).
+        let span = tracing::info_span!("job", job = %id, model = job.model.id);
+        self.inner.tracker.spawn(
+            async move {
+                let _counted = InFlight::enter(&inner.in_flight);
+                inner.execute(job, reporter, deadline, cancelled).await;
+            }
+            .instrument(span),
+        );
         JobHandle::new(id, rx, deadline, limit, abandon.drop_guard())
     }
 }

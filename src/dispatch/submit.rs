@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bfl::{SubmitBody, SubmitReply, UpstreamError};
 use crate::capacity::{KeyTrouble, Lease};
@@ -55,7 +56,7 @@ impl Inner {
             let lease = tokio::select! {
                 biased;
                 () = abandon.cancelled() => return Admission::Abandoned,
-                lease = timeout_at(wait_until, Box::pin(self.pool.acquire(job.model.slot_class))) => match lease {
+                lease = timeout_at(wait_until, Box::pin(self.pool.acquire(job.model.slot_class).instrument(tracing::info_span!("queue_wait")))) => match lease {
                     Ok(Ok(lease)) => lease,
                     Ok(Err(e)) => return Admission::Refused(JobFailure::Capacity(e)),
                     Err(_) => return Admission::Refused(JobFailure::TooLate),
@@ -116,7 +117,13 @@ impl Inner {
         let path = job.model.path();
         let mut attempt = 0;
         loop {
-            let error = match Box::pin(self.client.submit(lease.key(), &path, body)).await {
+            let error = match Box::pin(
+                self.client
+                    .submit(lease.key(), &path, body)
+                    .instrument(tracing::info_span!("submit", attempt)),
+            )
+            .await
+            {
                 Ok(reply) => {
                     metrics::upstream_submit("accepted");
                     return Ok(reply);

@@ -64,6 +64,8 @@ pub struct Finished {
     pub task_id: String,
     /// BFL's price of the task in credits, when its submit reply said.
     pub cost: Option<f64>,
+    /// From the submit to the poll (or webhook) that saw it Ready.
+    pub upstream: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -133,6 +133,12 @@ async fn begin(
     fields: &Fields,
     job: ImageJob,
 ) -> Result<Claim, ApiError> {
+    let span = tracing::Span::current();
+    span.record("client", origin.owner.id());
+    span.record("model", job.model.id);
+    if state.server.log_prompts {
+        span.record("prompt", job.prompt.as_str());
+    }
     origin.owner.admit_request()?;
     origin.owner.check_model(job.model.id)?;
     let start = |job: ImageJob, origin: Origin| {
