@@ -98,6 +98,7 @@ struct RawServer {
     body_timeout_ms: u64,
     idle_timeout_ms: u64,
     max_connections: usize,
+    playground: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -475,6 +476,7 @@ fn server_settings(raw: RawServer, telemetry: &RawTelemetry) -> Result<ServerSet
         body_timeout: Duration::from_millis(raw.body_timeout_ms),
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_connections: raw.max_connections,
+        playground: raw.playground,
         log_prompts: telemetry.log_prompts,
     })
 }

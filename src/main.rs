@@ -197,6 +197,9 @@ async fn gateway(settings: Settings, simulator: Option<SocketAddr>) -> Result<()
         println!("fluxgate demo ready: {base} (BFL simulator on http://{sim})");
         println!("try: curl {base}/v1/images/generations -H 'content-type: application/json' \\");
         println!("       -d '{{\"model\": \"flux-2-pro\", \"prompt\": \"a lighthouse at dusk\"}}'");
+        if state.server.playground {
+            println!("or open the playground in a browser: {base}/");
+        }
     }
     serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
 }

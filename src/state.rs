@@ -36,6 +36,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Most connections open at once; beyond it new ones wait to be accepted.
     pub max_connections: usize,
+    /// `GET /` and `/playground` serve the playground page (404 when off).
+    pub playground: bool,
     /// The request's log line carries its prompt (`telemetry.log_prompts`).
     pub log_prompts: bool,
 }

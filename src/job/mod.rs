@@ -4,8 +4,9 @@
 mod prompt;
 mod size;
 
+pub use prompt::MAX_TOKENS as MAX_PROMPT_TOKENS;
 pub use prompt::Prompt;
-pub use size::OutputSize;
+pub use size::{OutputSize, SizeRules};
 
 use crate::catalog::{Catalog, Model, Upsampling};
 use crate::error::ApiError;
@@ -70,7 +71,8 @@ pub struct ImageJob {
 /// Most `partial_images` OpenAI accepts; BFL sends no previews, so none are ever sent.
 const MAX_PARTIAL_IMAGES: i64 = 3;
 
-const DEFAULT_SAFETY: i64 = 2;
+/// `safety_tolerance` of a request that names none.
+pub const DEFAULT_SAFETY: i64 = 2;
 
 impl ImageJob {
     /// Checks every rule that applies to `fields`. The model comes first, so that an unknown model

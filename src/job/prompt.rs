@@ -6,7 +6,7 @@ use crate::error::ApiError;
 
 /// 32K tokens, counted with tiktoken's `cl100k_base` BPE (its vocabulary ships inside the
 /// `tiktoken-rs` crate, so nothing is downloaded at run time).
-pub(super) const MAX_TOKENS: usize = 32 * 1024;
+pub const MAX_TOKENS: usize = 32 * 1024;
 
 /// BPE merging is quadratic in the length of one pre-tokenized piece (a long run without spaces),
 /// so text is counted in pieces of at most this many bytes.

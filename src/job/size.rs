@@ -2,6 +2,8 @@
 //! Client integers are bounded (`MAX_PART`) before any arithmetic, so no size or ratio a client
 //! can write overflows: each is a 400 naming its parameter.
 
+use serde::Serialize;
+
 use crate::catalog::{Model, Sizing};
 use crate::error::ApiError;
 use crate::openai::Fields;
@@ -95,6 +97,43 @@ impl OutputSize {
                     (None, None) => return Ok(OutputSize::Default),
                 };
                 check_ratio(ratio, param)
+            }
+        }
+    }
+}
+
+/// A model's size rules as clients may read them (`GET /v1/models/{id}`, the playground's live
+/// checks, which repeat the messages below word for word).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SizeRules {
+    /// `WxH` (or width/height) taken as is.
+    Dimensions {
+        min: u32,
+        max: u32,
+        multiple: u32,
+        /// `None`: no limit beyond the sides'.
+        max_pixels: Option<u64>,
+        max_part: u32,
+    },
+    /// `WxH` reduced to a ratio, or `aspect_ratio`, between `widest` and `tallest`.
+    AspectRatio { widest: &'static str, tallest: &'static str, max_part: u32 },
+}
+
+impl SizeRules {
+    pub fn of(model: &Model) -> SizeRules {
+        let dimensions = |l: &Limits| SizeRules::Dimensions {
+            min: l.min,
+            max: l.max,
+            multiple: l.multiple,
+            max_pixels: (l.max_pixels != u64::MAX).then_some(l.max_pixels),
+            max_part: MAX_PART,
+        };
+        match model.sizing {
+            Sizing::Flux2 => dimensions(&FLUX2),
+            Sizing::Legacy => dimensions(&LEGACY),
+            Sizing::AspectRatio => {
+                SizeRules::AspectRatio { widest: "21:9", tallest: "9:21", max_part: MAX_PART }
             }
         }
     }

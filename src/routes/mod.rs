@@ -6,6 +6,7 @@ mod health;
 mod images;
 mod metrics;
 mod models;
+mod playground;
 mod usage;
 
 use axum::Router;
@@ -52,6 +53,16 @@ pub fn upstream() -> Router<AppState> {
 /// Re-hosted images behind signed links: no client token (the signature is the credential).
 pub fn files() -> Router<AppState> {
     Router::new().route(&format!("{FILES_PATH}/{{name}}"), get(files::get_file))
+}
+
+/// The playground page and its files: public (its API calls carry the user's token).
+pub fn playground() -> Router<AppState> {
+    Router::new()
+        .route("/", get(playground::page))
+        .route("/playground", get(playground::page))
+        .route("/playground/", get(playground::page))
+        .route("/playground/app.js", get(playground::script))
+        .route("/playground/style.css", get(playground::style))
 }
 
 /// Routes a load balancer calls.

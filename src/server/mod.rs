@@ -32,8 +32,14 @@ pub fn app(state: AppState) -> Router {
     let api = routes::api(&state)
         .route_layer(from_fn_with_state(state.clone(), authenticate))
         .route_layer(from_fn(note_route));
+    let playground = if state.server.playground {
+        routes::playground().route_layer(from_fn(note_route))
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(api)
+        .merge(playground)
         .merge(routes::admin().route_layer(from_fn(note_route)))
         .merge(routes::upstream().route_layer(from_fn(note_route)))
         // Re-hosted images: the link's signature is their credential, not a client token.

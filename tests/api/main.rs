@@ -25,6 +25,7 @@ mod metrics;
 mod models_and_probes;
 mod outgoing_webhooks;
 mod rehosting;
+mod playground;
 mod result_urls;
 mod shutdown;
 mod streaming;
