@@ -18,7 +18,7 @@ use crate::capacity::{CapacitySettings, KeyBudget, KeyId};
 use crate::catalog::ModelOverride;
 use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
 use crate::delivery::DeliverySettings;
-use crate::dispatch::{BflWebhookSettings, DispatchSettings};
+use crate::dispatch::{BflWebhookSettings, DispatchSettings, PollSchedule};
 use crate::job::{JobRules, ResponseFormat};
 use crate::records::StoreSettings;
 use crate::state::ServerSettings;
@@ -113,6 +113,7 @@ struct RawUpstream {
     submit_retries: u32,
     retry_base_ms: u64,
     poll_interval_ms: u64,
+    poll_schedule: String,
     not_found_grace_ms: u64,
     max_result_bytes: usize,
     max_b64_inflight_bytes: usize,
@@ -571,10 +572,13 @@ fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError>
     if raw.max_task_lifetime_secs == 0 {
         return Err(invalid("upstream.max_task_lifetime_secs", "must be positive"));
     }
+    let poll_schedule = PollSchedule::parse(raw.poll_schedule.trim())
+        .ok_or_else(|| invalid("upstream.poll_schedule", "must be \"learning\" or \"fixed\""))?;
     Ok(DispatchSettings {
         submit_retries: raw.submit_retries,
         retry_base: Duration::from_millis(raw.retry_base_ms),
         poll_interval: Duration::from_millis(raw.poll_interval_ms),
+        poll_schedule,
         poll_timeout: Duration::from_millis(raw.poll_timeout_ms),
         not_found_grace: Duration::from_millis(raw.not_found_grace_ms),
         first_poll_scale: scale,
