@@ -1,9 +1,10 @@
 //! `schedule`: how soon the gateway notices `Ready` when jobs run faster or slower than the
 //! catalog says. The simulator (its own process) runs `flux-2-pro` jobs (catalog: 3 s) whose
 //! durations the bench draws uniformly over half, once and twice the catalog figure ± 30 % (each
-//! prompt carries `[slow:MS]`). Per case, two fresh gateways run side by side against it: the
-//! learning schedule (the default) and the fixed schedule of old (`poll_schedule = "fixed"`), the
-//! baseline. Each sends 30 warm-up jobs, then 40 measured ones, 10 at a time. Ready-to-reply lag
+//! prompt carries `[slow:MS]`). Per case, three fresh gateways run side by side against it: the
+//! learning schedule (the default) with BFL's progress, the learning schedule with tasks that
+//! report none (`[no-progress]`: only the learned durations place the polls), and the fixed
+//! schedule of old (`poll_schedule = "fixed"`), the baseline. Each sends 30 warm-up jobs, then 40 measured ones, 10 at a time. Ready-to-reply lag
 //! is the client's reply time minus the task's `ready_unix_ms` in `/sim/tasks`.
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ const MEASURED: usize = 40;
 const CONCURRENT: usize = 10;
 const MEDIAN_TARGET_MS: f64 = 150.0;
 const P90_TARGET_MS: f64 = 400.0;
+/// The learning gateway whose simulator tasks report no progress (`[no-progress]`).
+const NO_PROGRESS: &str = "learning-no-progress";
 
 /// What one gateway achieved in one case, over the measured jobs.
 struct Summary {
@@ -38,65 +41,84 @@ pub async fn run(report: &mut Report) -> Result<(), String> {
     for factor in FACTORS {
         let cap = ("FLUXGATE__UPSTREAM__TASK_CAP", "100000");
         let mut learning = procs::gateway("schedule-learning", &sim.base, &[cap]).await?;
+        let mut blind = procs::gateway("schedule-learning-no-progress", &sim.base, &[cap]).await?;
         let fixed_env = [cap, ("FLUXGATE__UPSTREAM__POLL_SCHEDULE", "fixed")];
         let mut fixed = procs::gateway("schedule-fixed", &sim.base, &fixed_env).await?;
         eprintln!(
-            "schedule: {MODEL} jobs of {factor} × the catalog's 3 s ± 30 %, learning and fixed side by side…"
+            "schedule: {MODEL} jobs of {factor} × the catalog's 3 s ± 30 %, three gateways side by side…"
         );
         let durations = draw(factor, WARM_UP + MEASURED);
         let go = |base: String, way: &'static str| {
             let (http, durations) = (http.clone(), durations.clone());
+            // Without progress, only the learned durations can place the polls.
+            let extra = if way == NO_PROGRESS { " [no-progress]" } else { "" };
             load::run(WARM_UP + MEASURED, CONCURRENT, move |i| {
                 let (http, base) = (http.clone(), base.clone());
-                let prompt = format!("{} [slow:{}]", tag(factor, way, i), durations[i]);
+                let prompt = format!("{} [slow:{}]{extra}", tag(factor, way, i), durations[i]);
                 async move { client::generate(&http, &base, MODEL, &prompt).await }
             })
         };
-        let (l, f) = tokio::join!(go(learning.base.clone(), "learning"), go(fixed.base.clone(), "fixed"));
+        let (l, b, f) = tokio::join!(
+            go(learning.base.clone(), "learning"),
+            go(blind.base.clone(), NO_PROGRESS),
+            go(fixed.base.clone(), "fixed")
+        );
         learning.proc.check_alive()?;
+        blind.proc.check_alive()?;
         fixed.proc.check_alive()?;
         let tasks = client::sim_tasks(&http, &sim.base).await?;
-        let l = summarise(report, &tasks, factor, "learning", &l);
         let f = summarise(report, &tasks, factor, "fixed", &f);
-        let case = format!("pro ×{factor} ±30%");
-        let (lm, lp) = (percentile(&l.lags, 50.0), percentile(&l.lags, 90.0));
-        let (fm, fp) = (percentile(&f.lags, 50.0), percentile(&f.lags, 90.0));
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let fixed_label = "fixed schedule (before)";
-        report.add(
-            "schedule",
-            format!("{case}: median lag Ready→reply"),
-            Fig::ms(lm),
-            fixed_label,
-            Fig::ms(fm),
-            Target::new(format!("≤ {MEDIAN_TARGET_MS} ms"), ms(lm) <= MEDIAN_TARGET_MS && !l.lags.is_empty()),
-        );
-        report.add(
-            "schedule",
-            format!("{case}: p90 lag Ready→reply"),
-            Fig::ms(lp),
-            fixed_label,
-            Fig::ms(fp),
-            Target::new(format!("≤ {P90_TARGET_MS} ms"), ms(lp) <= P90_TARGET_MS && !l.lags.is_empty()),
-        );
-        report.add(
-            "schedule",
-            format!("{case}: polls per job"),
-            Fig::Num(l.mean_polls),
-            fixed_label,
-            Fig::Num(f.mean_polls),
-            Target::new(
-                format!(
-                    "≤ duration/0.5 s + 3 ({} of {} over; fixed: {})",
-                    l.over_budget,
-                    l.lags.len(),
-                    f.over_budget
-                ),
-                l.over_budget == 0 && !l.lags.is_empty(),
-            ),
-        );
+        for (way, batch) in [("learning", &l), (NO_PROGRESS, &b)] {
+            let l = summarise(report, &tasks, factor, way, batch);
+            let case = if way == NO_PROGRESS {
+                format!("pro ×{factor} ±30%, no progress")
+            } else {
+                format!("pro ×{factor} ±30%")
+            };
+            add_rows(report, &case, &l, &f);
+        }
     }
     Ok(())
+}
+
+/// Lag and polls of the learning schedule `l` next to the fixed one `f`.
+fn add_rows(report: &mut Report, case: &str, l: &Summary, f: &Summary) {
+    let (lm, lp) = (percentile(&l.lags, 50.0), percentile(&l.lags, 90.0));
+    let (fm, fp) = (percentile(&f.lags, 50.0), percentile(&f.lags, 90.0));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let fixed_label = "fixed schedule (before)";
+    report.add(
+        "schedule",
+        format!("{case}: median lag Ready→reply"),
+        Fig::ms(lm),
+        fixed_label,
+        Fig::ms(fm),
+        Target::new(format!("≤ {MEDIAN_TARGET_MS} ms"), ms(lm) <= MEDIAN_TARGET_MS && !l.lags.is_empty()),
+    );
+    report.add(
+        "schedule",
+        format!("{case}: p90 lag Ready→reply"),
+        Fig::ms(lp),
+        fixed_label,
+        Fig::ms(fp),
+        Target::new(format!("≤ {P90_TARGET_MS} ms"), ms(lp) <= P90_TARGET_MS && !l.lags.is_empty()),
+    );
+    report.add(
+        "schedule",
+        format!("{case}: polls per job"),
+        Fig::Num(l.mean_polls),
+        fixed_label,
+        Fig::Num(f.mean_polls),
+        Target::new(
+            format!(
+                "≤ duration/0.5 s + 3 ({} of {} over; fixed: {})",
+                l.over_budget,
+                l.lags.len(),
+                f.over_budget
+            ),
+            l.over_budget == 0 && !l.lags.is_empty(),
+        ),
+    );
 }
 
 /// Durations in ms, uniform over `factor` × the catalog figure ± 30 %, the same for both ways.

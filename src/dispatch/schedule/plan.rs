@@ -92,7 +92,8 @@ impl Plan {
     }
 
     /// Until the next poll: the polls the budget affords up to the learned p95 spread evenly
-    /// over what is left of it; past it, the interval (doubled for very long runs).
+    /// over what is left of it; past it, gaps that grow with the overrun up to the interval
+    /// (doubled for very long runs), so a job just past a narrow window is still seen soon.
     fn gap(&self) -> Duration {
         let high = self.spread.high;
         if self.last < high {
@@ -103,7 +104,12 @@ impl Plan {
                 return (high - self.last) / left;
             }
         }
-        if self.last < LONG_RUN { self.interval } else { self.interval * 2 }
+        if self.last >= LONG_RUN {
+            return self.interval * 2;
+        }
+        let width = high.saturating_sub(self.spread.low);
+        let overrun = self.last.saturating_sub(high);
+        (overrun + width / 4 + QUICK_FLOOR * 2).min(self.interval)
     }
 
     /// The end progress points at, if it says anything: linear from the submit.
@@ -241,6 +247,13 @@ mod tests {
         let plan = Plan::new(PollSchedule::Learning, ms(3_000), spread(2_000, 3_000, 4_000), INTERVAL);
         let (_, lag) = follow(plan, ms(5_000), Progress::Linear);
         assert!(lag <= ms(150), "lag {lag:?}");
+    }
+
+    #[test]
+    fn a_job_just_past_a_narrow_learned_window_is_seen_soon_not_an_interval_later() {
+        let plan = Plan::new(PollSchedule::Learning, ms(3_000), spread(2_000, 2_010, 2_020), INTERVAL);
+        let (_, lag) = follow(plan, ms(2_030), Progress::None);
+        assert!(lag <= ms(100), "lag {lag:?}");
     }
 
     #[test]
