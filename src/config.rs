@@ -871,6 +871,16 @@ mod tests {
     }
 
     #[test]
+    fn the_poll_schedule_learns_by_default_and_fixed_can_be_chosen() {
+        let settings = Settings::load(Sources::default()).expect("defaults are valid");
+        assert_eq!(settings.dispatch.poll_schedule, PollSchedule::Learning);
+        let fixed = load_toml("[upstream]\npoll_schedule = \"fixed\"\n").expect("fixed is valid");
+        assert_eq!(fixed.dispatch.poll_schedule, PollSchedule::Fixed);
+        let err = load_toml("[upstream]\npoll_schedule = \"eager\"\n").expect_err("an unknown schedule");
+        assert!(err.to_string().contains("upstream.poll_schedule"), "{err}");
+    }
+
+    #[test]
     fn an_unknown_key_in_a_file_stops_start_up_naming_it() {
         let err = load_toml("[server]\nlistn = \"127.0.0.1:1\"\n").expect_err("a typo is refused");
         assert!(err.to_string().contains("server.listn"), "{err}");
