@@ -1,4 +1,4 @@
-//! `cargo bench --bench gateway -- [latency] [lag] [memory] [edits]`: the gateway and the BFL
+//! `cargo bench --bench gateway -- [latency] [lag] [memory] [edits] [schedule] [saturation]`: the gateway and the BFL
 //! simulator run as child processes of this bench, on loopback; every figure is printed next to a
 //! baseline measured in the same run, with the ratio. See benches/README.md.
 
@@ -25,13 +25,17 @@ mod memory;
 mod procs;
 #[path = "gateway/report.rs"]
 mod report;
+#[path = "gateway/saturation.rs"]
+mod saturation;
+#[path = "gateway/schedule.rs"]
+mod schedule;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use report::Report;
 
-const SCENARIOS: [&str; 5] = ["latency", "lag", "memory", "idle", "edits"];
+const SCENARIOS: [&str; 7] = ["latency", "lag", "memory", "idle", "edits", "schedule", "saturation"];
 /// `edits` waits for `/v1/images/edits`; name it to run it.
 const DEFAULT: [&str; 4] = ["latency", "lag", "memory", "idle"];
 /// A scenario that runs longer than this is stopped (its processes are killed with it).
@@ -109,6 +113,8 @@ async fn run(scenario: &str, report: &mut Report) -> Result<(), String> {
         "memory" => memory::run(report).await,
         "idle" => idle::run(report).await,
         "edits" => edits::run(report).await,
+        "schedule" => schedule::run(report).await,
+        "saturation" => saturation::run(report).await,
         other => Err(format!("no scenario `{other}`")),
     }
 }

@@ -19,7 +19,7 @@ use crate::catalog::ModelOverride;
 use crate::clients::{AuthMode, Budget, ClientConfig, ClientSettings, Period};
 use crate::coordination::CoordinationSettings;
 use crate::delivery::{DeliverySettings, S3Settings, StoreChoice};
-use crate::dispatch::{BflWebhookSettings, DispatchSettings};
+use crate::dispatch::{BflWebhookSettings, DispatchSettings, PollSchedule};
 use crate::job::{JobRules, ResponseFormat};
 use crate::records::StoreSettings;
 use crate::state::ServerSettings;
@@ -117,6 +117,7 @@ struct RawUpstream {
     submit_retries: u32,
     retry_base_ms: u64,
     poll_interval_ms: u64,
+    poll_schedule: String,
     not_found_grace_ms: u64,
     max_result_bytes: usize,
     max_b64_inflight_bytes: usize,
@@ -752,10 +753,13 @@ fn dispatch_settings(raw: &RawUpstream) -> Result<DispatchSettings, ConfigError>
     if raw.max_task_lifetime_secs == 0 {
         return Err(invalid("upstream.max_task_lifetime_secs", "must be positive"));
     }
+    let poll_schedule = PollSchedule::parse(raw.poll_schedule.trim())
+        .ok_or_else(|| invalid("upstream.poll_schedule", "must be \"learning\" or \"fixed\""))?;
     Ok(DispatchSettings {
         submit_retries: raw.submit_retries,
         retry_base: Duration::from_millis(raw.retry_base_ms),
         poll_interval: Duration::from_millis(raw.poll_interval_ms),
+        poll_schedule,
         poll_timeout: Duration::from_millis(raw.poll_timeout_ms),
         not_found_grace: Duration::from_millis(raw.not_found_grace_ms),
         first_poll_scale: scale,
@@ -1043,6 +1047,16 @@ mod tests {
         let settings = Settings::load(Sources::default()).expect("defaults are valid");
         assert_eq!(settings.server.listen.port(), 8080);
         assert_eq!(settings.jobs.result_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_poll_schedule_learns_by_default_and_fixed_can_be_chosen() {
+        let settings = Settings::load(Sources::default()).expect("defaults are valid");
+        assert_eq!(settings.dispatch.poll_schedule, PollSchedule::Learning);
+        let fixed = load_toml("[upstream]\npoll_schedule = \"fixed\"\n").expect("fixed is valid");
+        assert_eq!(fixed.dispatch.poll_schedule, PollSchedule::Fixed);
+        let err = load_toml("[upstream]\npoll_schedule = \"eager\"\n").expect_err("an unknown schedule");
+        assert!(err.to_string().contains("upstream.poll_schedule"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! document BFL posts to the job's webhook URL, which wakes the loop at once. With webhooks on,
 //! polling is only a slow fallback (first at twice the expected time, then every
 //! `BflWebhookSettings::poll_interval`), so a lost webhook costs latency, never the image.
+//! Without webhooks, `schedule` says when each poll goes out, and learns from each Ready.
 //! Transient poll failures are polled through; statuses this version does not know mean running.
 
 use std::time::Duration;
@@ -24,7 +25,6 @@ use crate::telemetry::metrics;
 use super::Inner;
 use super::inbox::Registration;
 use super::reporter::Reporter;
-use super::schedule::next_poll;
 
 /// Most distinct unknown statuses remembered (each is logged once).
 const MAX_UNRECOGNIZED: usize = 32;
@@ -75,10 +75,11 @@ impl Inner {
         };
         let lifetime = self.settings.max_task_lifetime.max(job.model.deadline);
         let expected = job.model.expected.mul_f64(self.settings.first_poll_scale);
+        let (band, mut plan) = self.schedule.plan(&job.model, job.size);
         // With webhooks, the first poll waits long enough for BFL's call to come first.
         let fallback =
             self.settings.bfl_webhooks.as_ref().filter(|_| webhook.is_some()).map(|w| w.poll_interval);
-        let first_poll = if fallback.is_some() { expected * 2 } else { expected };
+        let first_poll = if fallback.is_some() { expected * 2 } else { plan.first() };
         let mut next = submitted_at + first_poll;
         // When the last poll went out: a Ready a poll sees was noticed at most this late.
         let mut previous_poll = submitted_at;
@@ -131,14 +132,25 @@ impl Inner {
                             .instrument(tracing::info_span!("poll")),
                     )
                     .await;
+                    let polled = polled.map(|reply| reply.status());
                     metrics::upstream_poll(match &polled {
-                        Ok(reply) => reply.status().kind(),
+                        Ok(status) => status.kind(),
                         Err(e) => e.kind(),
                     });
                     lag = Some(sent.duration_since(previous_poll));
                     previous_poll = sent;
-                    next = Instant::now() + self.poll_delay(expected, submitted_at.elapsed(), fallback);
-                    match polled.map(|r| r.status()) {
+                    plan.sent(sent.duration_since(submitted_at));
+                    next = match fallback {
+                        Some(interval) => Instant::now() + interval,
+                        None => {
+                            let progress = match &polled {
+                                Ok(Status::Running { progress }) => *progress,
+                                _ => None,
+                            };
+                            submitted_at + plan.next(submitted_at.elapsed(), progress)
+                        }
+                    };
+                    match polled {
                         // BFL may not know a task for a moment after its submit; the grace counts
                         // from the first poll, which for slow models comes after the grace itself.
                         Ok(Status::TaskNotFound) if elapsed < first_poll + self.settings.not_found_grace => {
@@ -162,8 +174,16 @@ impl Inner {
             };
             if !matches!(status, Status::Running { .. } | Status::Unrecognized(_) | Status::TaskNotFound) {
                 metrics::job_duration(job.model.id, submitted_at.elapsed());
-                if let (Status::Ready { .. }, Some(lag)) = (&status, lag) {
-                    metrics::ready_lag(job.model.id, lag);
+                if let Status::Ready { .. } = &status {
+                    // A poll saw Ready somewhere after the poll before it; a webhook, at once.
+                    let took = match lag {
+                        Some(lag) => {
+                            metrics::ready_lag(job.model.id, lag);
+                            plan.took_when_polled_ready()
+                        }
+                        None => submitted_at.elapsed(),
+                    };
+                    self.schedule.observe(band, &plan, took);
                 }
             }
             if let Some(mut followed) = self.judge(status, job, &accepted, reporter) {
@@ -172,14 +192,6 @@ impl Inner {
                 }
                 return followed;
             }
-        }
-    }
-
-    /// Delay before the next poll: the quick schedule, or the slow fallback with webhooks on.
-    fn poll_delay(&self, expected: Duration, elapsed: Duration, fallback: Option<Duration>) -> Duration {
-        match fallback {
-            Some(interval) => interval,
-            None => next_poll(expected, elapsed, self.settings.poll_interval),
         }
     }
 

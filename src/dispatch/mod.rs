@@ -21,6 +21,7 @@ mod submit;
 
 pub use handle::JobHandle;
 pub use inbox::{BflWebhookSettings, Delivered, WebhookInbox};
+pub use schedule::PollSchedule;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +43,7 @@ use crate::records::{JobFailure, JobId, JobRecord, JobStatus, JobStore};
 
 use follow::Followed;
 use reporter::Reporter;
+use schedule::Schedule;
 use submit::Admission;
 
 /// Submit retries, the poll loop's timing, and how long a task may be followed.
@@ -50,7 +52,10 @@ pub struct DispatchSettings {
     /// Extra submit attempts where BFL cannot have taken the job (5xx, connection refused).
     pub submit_retries: u32,
     pub retry_base: Duration,
+    /// The steady poll interval, and the unit of the poll budget (`duration / interval + 3`).
     pub poll_interval: Duration,
+    /// Learned from observed durations, or the fixed schedule of old (`upstream.poll_schedule`).
+    pub poll_schedule: PollSchedule,
     pub poll_timeout: Duration,
     /// How long `Task not found` is tolerated right after a submit.
     pub not_found_grace: Duration,
@@ -81,6 +86,8 @@ struct Inner {
     unrecognized: Mutex<HashSet<String>>,
     /// Job tasks running now.
     in_flight: AtomicUsize,
+    /// When to poll: what every job of this process taught it.
+    schedule: Schedule,
 }
 
 /// Counts a job task while it runs, however it ends.
@@ -111,8 +118,10 @@ impl Dispatcher {
         let unrecognized = Mutex::new(HashSet::new());
         let inbox = Arc::new(WebhookInbox::new(settings.bfl_webhooks.clone()));
         let in_flight = AtomicUsize::new(0);
+        let schedule =
+            Schedule::new(settings.poll_schedule, settings.poll_interval, settings.first_poll_scale);
         let inner =
-            Inner { client, pool, store, settings, tracker, inbox, delivery, unrecognized, in_flight };
+            Inner { client, pool, store, settings, tracker, inbox, delivery, unrecognized, in_flight, schedule };
         Dispatcher { inner: Arc::new(inner) }
     }
 

@@ -80,6 +80,13 @@ pub fn ready_lag(model: &'static str, at_most: Duration) {
     histogram!("fluxgate_ready_lag_seconds", "model" => model).record(at_most.as_secs_f64());
 }
 
+/// What the poll schedule has learned of a model's durations (submit to Ready) in one size band
+/// (`1mp`, `2mp`, `4mp`): its `0.05`, `0.5` and `0.95` quantiles.
+pub fn learned_duration(model: &'static str, size: &'static str, quantile: &'static str, took: Duration) {
+    gauge!("fluxgate_learned_duration_seconds", "model" => model, "size" => size, "quantile" => quantile)
+        .set(took.as_secs_f64());
+}
+
 pub fn queue_wait(took: Duration) {
     histogram!("fluxgate_queue_wait_seconds").record(took.as_secs_f64());
 }

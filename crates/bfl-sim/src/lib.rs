@@ -20,6 +20,7 @@
 //!   status literally `XYZ`. The first of these in the prompt wins.
 //! - `[slow:MS]` → the job takes exactly MS milliseconds (not scaled by `time_scale`).
 //! - `[interim:XYZ]` → while the job runs, polls report status `XYZ` instead of `Pending`.
+//! - `[no-progress]` → while the job runs, polls report `progress: null`.
 //! - `[after-submit:hang|reset|garbage]` → the task is created, but the submit's answer never
 //!   comes, breaks off mid-body, or is not JSON (how a lost answer looks to the gateway).
 //! - `[error-seed:N]` → the task whose seed is N ends with `Error` (the others are Ready).

@@ -90,7 +90,8 @@ impl Simulator {
         match task.phase(now) {
             Phase::Running { status, progress } => {
                 let status = task.interim.as_deref().unwrap_or(status);
-                replies::poll(id, status, Value::Null, json!(progress), Value::Null)
+                let progress = if task.no_progress { Value::Null } else { json!(progress) };
+                replies::poll(id, status, Value::Null, progress, Value::Null)
             }
             Phase::Done => {
                 let (result, details) = self.outcome(id, task);

@@ -182,6 +182,7 @@ impl Simulator {
             notfound_left: a.triggers.notfound,
             poll_status: a.triggers.poll_status,
             interim: a.triggers.interim.clone(),
+            no_progress: a.triggers.no_progress,
             image: Arc::default(),
         };
         st.table.insert(id.clone(), task, kontext_max, now);

@@ -43,6 +43,8 @@ pub(super) struct Task {
     pub poll_status: Option<u16>,
     /// Status reported while running instead of Pending (`[interim:XYZ]`).
     pub interim: Option<String>,
+    /// Progress reported as null while running (`[no-progress]`).
+    pub no_progress: bool,
     /// Encoded result image, made on first download and shared by later ones.
     pub image: Arc<OnceCell<Bytes>>,
 }
@@ -243,6 +245,7 @@ mod tests {
             notfound_left: 0,
             poll_status: None,
             interim: None,
+            no_progress: false,
             image: Arc::default(),
         }
     }

@@ -22,6 +22,8 @@ pub(super) struct Triggers {
     /// `[interim:XYZ]`: polls report status `XYZ` (instead of Pending) while the job runs, as BFL
     /// does with the intermediate statuses it keeps adding.
     pub interim: Option<String>,
+    /// `[no-progress]`: polls report `progress: null` while the job runs.
+    pub no_progress: bool,
     /// `[after-submit:hang|reset|garbage]`: the task is created (and counts, as BFL would bill it),
     /// but the submit's answer never arrives, breaks off mid-body, or is not JSON.
     pub after_submit: Option<AfterSubmit>,
@@ -77,6 +79,7 @@ impl Triggers {
                 }
             }
             ("hang", None) => self.hang = true,
+            ("no-progress", None) => self.no_progress = true,
             ("webhook", Some("drop")) => self.webhook_drop = true,
             ("webhook-delay", Some(ms)) => {
                 if let Ok(ms) = ms.trim().parse::<u64>() {
@@ -133,9 +136,10 @@ mod tests {
     #[test]
     fn every_trigger_is_recognised() {
         let t = Triggers::parse(
-            "x [slow:250][hang] [notfound:3] [poll-status:503] [submit:429] [interim:Uploading]",
+            "x [slow:250][hang] [notfound:3] [poll-status:503] [submit:429] [interim:Uploading] [no-progress]",
         );
         assert_eq!(t.interim.as_deref(), Some("Uploading"));
+        assert!(t.no_progress);
         assert_eq!(Triggers::parse("[after-submit:reset]").after_submit, Some(AfterSubmit::Reset));
         assert_eq!(Triggers::parse("[after-submit:nope]").after_submit, None);
         assert_eq!(Triggers::parse("[error-seed:12]").error_seed, Some(12));
