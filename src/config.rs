@@ -501,10 +501,13 @@ fn client_settings(server: &RawServer, raw: Vec<RawClient>) -> Result<ClientSett
     for c in raw {
         let id = c.id.trim().to_owned();
         let plain = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if id.is_empty() || id.len() > 64 || !plain(&id) || id == "anonymous" {
+        // `anonymous` and `key-…` name the open gateway's caller and legacy tokens.
+        if id.is_empty() || id.len() > 64 || !plain(&id) || id == "anonymous" || id.starts_with("key-") {
             return Err(invalid(
                 "clients.id",
-                format!("`{id}` must be 1 to 64 letters, digits, `-`, `_` or `.` (and not `anonymous`)"),
+                format!(
+                    "`{id}` must be 1 to 64 letters, digits, `-`, `_` or `.` (and neither `anonymous` nor starting with `key-`)"
+                ),
             ));
         }
         if !seen.insert(id.clone()) {

@@ -81,6 +81,8 @@ pub struct Batch {
     /// Per image: billed, or counted as failed, already (each is accounted once, however many
     /// replies are made from the batch).
     accounted: Vec<AtomicBool>,
+    /// Per image: a delivery that failed (or timed out) without ending it was counted.
+    missed: Vec<AtomicBool>,
 }
 
 /// The images of a batch ready to send, with their share of the b64 budget (kept until the reply
@@ -121,6 +123,7 @@ impl Batch {
         let wanted = Wanted { response_format, output_format, deadline, limit };
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let accounted = handles.iter().map(|_| AtomicBool::new(false)).collect();
+        let missed = handles.iter().map(|_| AtomicBool::new(false)).collect();
         Ok(Batch {
             id,
             owner,
@@ -136,6 +139,7 @@ impl Batch {
             price_usd,
             megapixels,
             accounted,
+            missed,
         })
     }
 
@@ -243,9 +247,15 @@ impl Batch {
                 span.record("upstream_ms", finished.upstream.as_millis() as u64);
                 self.bill(index, finished);
             }
-            // Not delivered now, but the image exists: a retry with the key may still get it.
-            (Ok(_), Err(e)) => self.count_failure(e),
-            (Err(e @ ApiError::DeadlineExceeded { .. }), _) => self.count_failure(e),
+            // Not delivered now, but the image exists: a retry with the key may still get it (and
+            // is billed then). Counted as a failure once, and never for an image billed.
+            (Ok(_), Err(e)) | (Err(e @ ApiError::DeadlineExceeded { .. }), _) => {
+                if !self.accounted.get(index).is_some_and(|a| a.load(Ordering::SeqCst))
+                    && self.missed.get(index).is_some_and(|m| !m.swap(true, Ordering::SeqCst))
+                {
+                    self.count_failure(e);
+                }
+            }
             (Err(e), _) => {
                 if self.first_accounting(index) {
                     self.count_failure(e);

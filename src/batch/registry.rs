@@ -125,6 +125,19 @@ impl Batches {
         self.lock().jobs.insert(batch.id.clone(), batch);
     }
 
+    /// A retry with the key of an async job: the job is found again even if it was forgotten
+    /// (its result TTL is shorter than its key's), for another `result_ttl` if it is over.
+    pub fn recall_job(&self, batch: &Arc<Batch>) {
+        let mut state = self.lock();
+        if state.jobs.contains_key(&batch.id) {
+            return;
+        }
+        state.jobs.insert(batch.id.clone(), batch.clone());
+        if batch.phase() == Phase::Settled {
+            state.settled.push_back((Instant::now(), batch.id.clone()));
+        }
+    }
+
     /// The async job's TTL starts now.
     pub fn settle(&self, id: &JobId) {
         let mut state = self.lock();
@@ -172,15 +185,12 @@ impl State {
     /// Room for one more key: the oldest key whose batch is over goes before its TTL. False when
     /// every remembered key still has a batch running (forgetting one could pay twice).
     fn forget_oldest_settled_key(&mut self) -> bool {
+        // Entries whose key was used afresh since are dropped on the way: they name nothing.
+        self.key_order.retain(|(at, scoped)| self.keys.get(scoped).is_some_and(|seen| seen.since == *at));
         let position = self.key_order.iter().position(|(_, scoped)| {
-            self.keys.get(scoped).is_none_or(|seen| seen.batch.phase() == Phase::Settled)
+            self.keys.get(scoped).is_some_and(|seen| seen.batch.phase() == Phase::Settled)
         });
-        let Some(position) = position else { return false };
-        if let Some((at, scoped)) = self.key_order.remove(position)
-            && self.keys.get(&scoped).is_some_and(|seen| seen.since == at)
-        {
-            self.keys.remove(&scoped);
-        }
-        true
+        let Some((_, scoped)) = position.and_then(|p| self.key_order.remove(p)) else { return false };
+        self.keys.remove(&scoped).is_some()
     }
 }

@@ -47,19 +47,15 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[4])
 return 1
 ";
 
-/// Renews (XX: only leases that still exist) or, with ARGV[2] = '1', adopts leases.
+/// Writes (renews, or re-creates) the leases of every slot this replica holds: a lease that
+/// Redis lost (a restart, an expiry while it did not answer) is put back, since its task runs.
 const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expires = now + tonumber(ARGV[1])
-for i = 3, #ARGV, 2 do
-  if ARGV[2] == '1' then
-    redis.call('ZADD', KEYS[1], expires, ARGV[i])
-    if ARGV[i + 1] == '1' then redis.call('ZADD', KEYS[2], expires, ARGV[i]) end
-  else
-    redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i])
-    redis.call('ZADD', KEYS[2], 'XX', expires, ARGV[i])
-  end
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], expires, ARGV[i])
+  if ARGV[i + 1] == '1' then redis.call('ZADD', KEYS[2], expires, ARGV[i]) end
 end
 return 1
 ";
@@ -189,49 +185,43 @@ impl RedisLedger {
         }
     }
 
-    /// Renews this replica's leases (or, with `adopt`, writes the local ones into Redis).
-    async fn write_leases(&self, adopt: bool) -> Result<(), LedgerError> {
+    /// Writes the lease of every slot this replica holds into Redis: renewing those it has,
+    /// putting back those Redis lost, and adopting those counted locally while it did not
+    /// answer (their local counts go). True when no local slot is left.
+    async fn write_leases(&self) -> Result<bool, LedgerError> {
         let mut by_key: HashMap<KeyId, Vec<(u64, bool)>> = HashMap::new();
         for (slot, held) in self.held().iter() {
-            if held.local.is_some() == adopt {
-                by_key
-                    .entry(held.key.clone())
-                    .or_default()
-                    .push((*slot, held.class == SlotClass::KontextMax));
-            }
+            by_key.entry(held.key.clone()).or_default().push((*slot, held.class == SlotClass::KontextMax));
         }
         for (key, slots) in &by_key {
             let mut call = self.renew.prepare_invoke();
-            call.key(general_set(key))
-                .key(kontext_set(key))
-                .arg(lease_ms(self.settings.lease))
-                .arg(if adopt { "1" } else { "0" });
+            call.key(general_set(key)).key(kontext_set(key)).arg(lease_ms(self.settings.lease));
             for (slot, kontext) in slots {
                 call.arg(self.member(*slot)).arg(if *kontext { "1" } else { "0" });
             }
             let _: i64 = self.redis.invoke(&call).await.map_err(|e| LedgerError(e.0))?;
         }
-        if adopt {
-            // They are Redis's now: the local counts go.
-            let adopted: Vec<(KeyBudget, SlotClass)> = {
-                let mut held = self.held();
-                let mut moved = Vec::new();
-                for slots in by_key.values() {
-                    for (slot, _) in slots {
-                        if let Some(h) = held.get_mut(slot)
-                            && let Some(budget) = h.local.take()
-                        {
-                            moved.push((budget, h.class));
-                        }
+        // Those written are Redis's now: their local counts go.
+        let (adopted, left): (Vec<(KeyBudget, SlotClass)>, bool) = {
+            let mut held = self.held();
+            let mut moved = Vec::new();
+            for slots in by_key.values() {
+                for (slot, _) in slots {
+                    if let Some(h) = held.get_mut(slot)
+                        && let Some(budget) = h.local.take()
+                    {
+                        moved.push((budget, h.class));
                     }
                 }
-                moved
-            };
-            for (budget, class) in adopted {
-                let _ = self.local.release(&budget.id, class, &SlotId(0)).await;
             }
+            // Taken locally while this ran: the next pass writes them.
+            let left = held.values().any(|h| h.local.is_some());
+            (moved, left)
+        };
+        for (budget, class) in adopted {
+            let _ = self.local.release(&budget.id, class, &SlotId(0)).await;
         }
-        Ok(())
+        Ok(!left)
     }
 
     /// Renews leases; while degraded, probes Redis and adopts the local slots once it answers.
@@ -243,16 +233,14 @@ impl RedisLedger {
                 () = self.stop.cancelled() => return,
                 () = sleep(pause) => {}
             }
-            if self.is_degraded() {
-                match self.write_leases(true).await {
-                    Ok(()) => {
-                        self.degraded.store(false, Ordering::SeqCst);
-                        tracing::info!("Redis answers again: slots are counted in Redis");
-                    }
-                    Err(e) => tracing::debug!(error = %e, "Redis still does not answer"),
+            match self.write_leases().await {
+                Ok(true) if self.is_degraded() => {
+                    self.degraded.store(false, Ordering::SeqCst);
+                    tracing::info!("Redis answers again: slots are counted in Redis");
                 }
-            } else if let Err(e) = self.write_leases(false).await {
-                self.degrade(&e.0);
+                Ok(_) => {}
+                Err(e) if self.is_degraded() => tracing::debug!(error = %e, "Redis still does not answer"),
+                Err(e) => self.degrade(&e.0),
             }
             // A release whose message was missed still wakes the waiters, a little late.
             if let Some(wake) = self.wake.get() {

@@ -198,6 +198,12 @@ impl Caller {
     /// or 429 `concurrency_limit_exceeded`.
     pub fn reserve_jobs(&self, jobs: u32) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
         let Some((slots, max)) = &self.0.concurrency else { return Ok(None) };
+        if jobs > *max {
+            return Err(ApiError::invalid(
+                "n",
+                format!("this client key runs at most {max} images at once; ask for fewer with `n`"),
+            ));
+        }
         slots.clone().try_acquire_many_owned(jobs).map(Some).map_err(|_| ApiError::ClientLimit {
             code: "concurrency_limit_exceeded",
             message: format!("client `{}` already runs its limit of {max} concurrent jobs", self.0.id),

@@ -59,9 +59,14 @@ impl JobHandle {
 
     /// Waits for the image, or the job's failure, until the model's deadline (504 past it; the
     /// job itself goes on following BFL's task in the background).
+    ///
+    /// A request that joins the job later (a retry with its `Idempotency-Key`) waits the model's
+    /// deadline from when it came, not from when the job began.
     pub async fn outcome(&self) -> Result<Arc<Finished>, ApiError> {
+        let now = Instant::now();
+        let until = if now < self.deadline { self.deadline } else { now + self.limit };
         let mut status = self.status.clone();
-        let ended = timeout_at(self.deadline, status.wait_for(JobStatus::is_terminal))
+        let ended = timeout_at(until, status.wait_for(JobStatus::is_terminal))
             .await
             .map(|waited| waited.map(|status| status.clone()));
         let status = match ended {

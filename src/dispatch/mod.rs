@@ -120,8 +120,18 @@ impl Dispatcher {
         let in_flight = AtomicUsize::new(0);
         let schedule =
             Schedule::new(settings.poll_schedule, settings.poll_interval, settings.first_poll_scale);
-        let inner =
-            Inner { client, pool, store, settings, tracker, inbox, delivery, unrecognized, in_flight, schedule };
+        let inner = Inner {
+            client,
+            pool,
+            store,
+            settings,
+            tracker,
+            inbox,
+            delivery,
+            unrecognized,
+            in_flight,
+            schedule,
+        };
         Dispatcher { inner: Arc::new(inner) }
     }
 

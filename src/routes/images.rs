@@ -223,6 +223,9 @@ async fn submit_async(
     state.batches.check_room()?;
     let claim = begin(state, origin, headers, endpoint, fields, job).await?;
     let batch = claim.batch().clone();
+    if let Claim::Joined(batch) = &claim {
+        state.batches.recall_job(batch);
+    }
     if let Claim::Started(batch) = claim {
         state.batches.insert_job(batch.clone());
         let state = state.clone();

@@ -3,7 +3,7 @@
 //! line after a power cut) is skipped and counted in a warning.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -38,6 +38,18 @@ impl Journal {
             match serde_json::from_str::<Entry>(&line) {
                 Ok(entry) => entries.push(entry),
                 Err(_) => unreadable += 1,
+            }
+        }
+        // A line torn by a crash must not swallow the next entry appended after it.
+        let len = file.metadata().map_err(error)?.len();
+        if len > 0 {
+            use std::io::{Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            let mut reader = &file;
+            reader.seek(SeekFrom::End(-1)).map_err(error)?;
+            reader.read_exact(&mut last).map_err(error)?;
+            if last[0] != b'\n' {
+                (&file).write_all(b"\n").map_err(error)?;
             }
         }
         if unreadable > 0 {

@@ -81,3 +81,16 @@ async fn a_retried_async_request_gets_the_same_job() {
     assert_eq!(app.sim.submit_attempts(), 1);
     app.assert_settles().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_a_504_waits_for_the_same_job_and_gets_its_image() {
+    let sim = SimConfig { time_scale: 0.02, ..SimConfig::default() };
+    let app = spawn_with(sim, vec![("models.flux-2-klein-4b.deadline_secs", 1.into())]).await;
+    let body = json!({"model": "flux-2-klein-4b", "prompt": "slow [slow:1800]"});
+    let first = generate(&app, "", "late-1", &body).await;
+    assert_eq!((first.status, first.header("x-should-retry")), (504, Some("false")), "{}", first.body);
+    let retry = generate(&app, "", "late-1", &body).await;
+    assert_eq!(retry.status, 200, "the retry waited for the running job: {}", retry.body);
+    assert_eq!(app.sim.submit_attempts(), 1, "and nothing was submitted twice");
+    app.assert_settles().await;
+}
