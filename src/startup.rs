@@ -89,7 +89,7 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     }
     let batches = Batches::new(settings.batches);
     let clients = Clients::new(&settings.clients, redis.clone());
-    let usage = Usage::open(&settings.usage)?;
+    let usage = Usage::open(&settings.usage, redis.clone())?;
     Ok(AppState::from_parts(Parts {
         server: settings.server,
         uploads,

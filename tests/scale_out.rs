@@ -282,3 +282,29 @@ async fn a_clients_requests_per_minute_hold_across_replicas() {
     }
     assert_eq!(ok, 10, "ten requests in the minute, across both replicas");
 }
+
+#[tokio::test]
+async fn usage_on_any_replica_answers_for_the_cluster() {
+    let Some(cluster) = cluster().await else { return };
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        assert_eq!(generate(&http, &cluster.replicas[i % 2].0, &format!("u{i}")).await, 200);
+    }
+    let images = |body: &Value| -> u64 {
+        body["data"].as_array().into_iter().flatten().filter_map(|r| r["images"].as_u64()).sum()
+    };
+    let started = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for (base, _) in &cluster.replicas {
+            let body: Value =
+                http.get(format!("{base}/v1/usage")).send().await.unwrap().json().await.unwrap();
+            seen.push(images(&body));
+        }
+        if seen == [5, 5] || started.elapsed() > Duration::from_secs(5) {
+            assert_eq!(seen, [5, 5], "each replica reports the five images of both");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

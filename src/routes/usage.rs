@@ -25,5 +25,5 @@ pub(super) async fn usage(
             .parse::<u64>()
             .map_err(|_| ApiError::invalid("since", "`since` must be a unix time in seconds"))?,
     };
-    Ok(Json(json!({"object": "list", "data": state.usage.rows(since)})))
+    Ok(Json(json!({"object": "list", "data": state.usage.rows(since).await})))
 }

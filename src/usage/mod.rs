@@ -8,6 +8,7 @@
 
 mod journal;
 mod period;
+mod shared;
 
 pub use journal::JournalError;
 
@@ -19,10 +20,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::clients::{Caller, Period};
+use crate::coordination::Redis;
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
 use journal::Journal;
+use shared::SharedUsage;
 
 #[derive(Debug, Clone)]
 pub struct UsageSettings {
@@ -83,6 +86,8 @@ struct Ledger {
 pub struct Usage {
     ledger: Arc<Mutex<Ledger>>,
     journal: Option<Arc<Journal>>,
+    /// With Redis: the cluster's totals, which `/v1/usage` answers from.
+    shared: Option<Arc<SharedUsage>>,
 }
 
 fn now_secs() -> u64 {
@@ -91,7 +96,8 @@ fn now_secs() -> u64 {
 
 impl Usage {
     /// Opens (and replays) the journal, if there is one.
-    pub fn open(settings: &UsageSettings) -> Result<Usage, JournalError> {
+    /// `shared`: Redis, when replicas keep cluster-wide totals there.
+    pub fn open(settings: &UsageSettings, shared: Option<Arc<Redis>>) -> Result<Usage, JournalError> {
         let mut ledger = Ledger::default();
         let journal = match &settings.path {
             Some(path) => {
@@ -103,7 +109,8 @@ impl Usage {
             }
             None => None,
         };
-        Ok(Usage { ledger: Arc::new(Mutex::new(ledger)), journal })
+        let shared = shared.map(|redis| Arc::new(SharedUsage::start(redis)));
+        Ok(Usage { ledger: Arc::new(Mutex::new(ledger)), journal, shared })
     }
 
     fn lock(&self) -> MutexGuard<'_, Ledger> {
@@ -129,11 +136,27 @@ impl Usage {
         if let Some(journal) = &self.journal {
             journal.append(&entry);
         }
+        if let Some(shared) = &self.shared {
+            shared.add(entry);
+        }
     }
 
-    /// Rows per client and model, for billing entries at or after `since` (rounded down to the
-    /// hour), sorted by client then model.
-    pub fn rows(&self, since: u64) -> Vec<Row> {
+    /// Rows per client and model, for entries at or after `since` (rounded down to the hour),
+    /// sorted by client then model: the cluster's with Redis (this replica's own when Redis does
+    /// not answer), else this process's.
+    pub async fn rows(&self, since: u64) -> Vec<Row> {
+        if let Some(shared) = &self.shared {
+            match shared.rows(since - since % BUCKET_SECS).await {
+                Ok(rows) => return rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster usage unavailable; answering with this replica's")
+                }
+            }
+        }
+        self.local_rows(since)
+    }
+
+    fn local_rows(&self, since: u64) -> Vec<Row> {
         let from = since - since % BUCKET_SECS;
         let mut rows: BTreeMap<(String, String), Totals> = BTreeMap::new();
         for ((hour, client, model), totals) in self.lock().buckets.iter() {
