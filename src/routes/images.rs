@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -28,21 +29,40 @@ use crate::webhooks::check_target;
 /// Header saying how many of the `n` images asked for failed (the reply carries the others).
 const FAILED_IMAGES: &str = "x-fluxgate-images-failed";
 
+/// What every image request carries besides its body: who sent it, its id, its headers, and
+/// where it came in (links to re-hosted images are built on it).
+pub(super) struct Incoming {
+    request_id: Arc<str>,
+    caller: Caller,
+    headers: HeaderMap,
+    link_base: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Incoming {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Incoming, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let request_id = parts.extensions.get::<RequestId>().map_or_else(|| Arc::from(""), |id| id.0.clone());
+        let link_base = request_origin(&parts.headers, &parts.uri);
+        Ok(Incoming { request_id, caller, headers: parts.headers.clone(), link_base })
+    }
+}
+
+impl Incoming {
+    fn origin(self, kind: Kind) -> (Origin, HeaderMap) {
+        let Incoming { request_id, caller, headers, link_base } = self;
+        (Origin { owner: caller, request_id, kind, link_base }, headers)
+    }
+}
+
 pub(super) async fn create_image(
     State(state): State<AppState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    caller: Caller,
-    uri: Uri,
-    headers: HeaderMap,
+    incoming: Incoming,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let origin = Origin {
-        owner: caller,
-        request_id,
-        kind: Kind::Generation,
-        link_base: request_origin(&headers, &uri),
-    };
+    let (origin, headers) = incoming.origin(Kind::Generation);
     let batch = begin(&state, origin, &headers, "generations", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
@@ -50,48 +70,32 @@ pub(super) async fn create_image(
 /// Multipart (what the SDKs send) or the JSON form with `images: [{"image_url": …}]`.
 pub(super) async fn edit_image(
     State(state): State<AppState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    caller: Caller,
-    uri: Uri,
-    headers: HeaderMap,
+    incoming: Incoming,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (fields, job) = parse_edit(&state, &headers, body).await?;
-    let origin =
-        Origin { owner: caller, request_id, kind: Kind::Edit, link_base: request_origin(&headers, &uri) };
+    let (fields, job) = parse_edit(&state, &incoming.headers, body).await?;
+    let (origin, headers) = incoming.origin(Kind::Edit);
     let batch = begin(&state, origin, &headers, "edits", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
 
 pub(super) async fn create_image_async(
     State(state): State<AppState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    caller: Caller,
-    uri: Uri,
-    headers: HeaderMap,
+    incoming: Incoming,
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let origin = Origin {
-        owner: caller,
-        request_id,
-        kind: Kind::Generation,
-        link_base: request_origin(&headers, &uri),
-    };
+    let (origin, headers) = incoming.origin(Kind::Generation);
     submit_async(&state, origin, &headers, "async/generations", &fields, job).await
 }
 
 pub(super) async fn edit_image_async(
     State(state): State<AppState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    caller: Caller,
-    uri: Uri,
-    headers: HeaderMap,
+    incoming: Incoming,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (fields, job) = parse_edit(&state, &headers, body).await?;
-    let origin =
-        Origin { owner: caller, request_id, kind: Kind::Edit, link_base: request_origin(&headers, &uri) };
+    let (fields, job) = parse_edit(&state, &incoming.headers, body).await?;
+    let (origin, headers) = incoming.origin(Kind::Edit);
     submit_async(&state, origin, &headers, "async/edits", &fields, job).await
 }
 
