@@ -413,6 +413,16 @@ impl TryFrom<RawSettings> for Settings {
             telemetry,
             models,
         } = raw;
+        let shared_webhooks = coordination.backend.trim() == "redis"
+            && !upstream.webhook_base_url.trim().is_empty()
+            && secrecy::ExposeSecret::expose_secret(&upstream.webhook_secret).trim().is_empty();
+        if shared_webhooks {
+            // Another replica must be able to check a webhook for this one's job.
+            return Err(invalid(
+                "upstream.webhook_secret",
+                "must be set (the same on every replica) when replicas share Redis and BFL webhooks are on",
+            ));
+        }
         Ok(Settings {
             coordination: coordination_settings(&coordination)?,
             clients: client_settings(&server, clients)?,

@@ -100,4 +100,13 @@ impl Redis {
             .map_err(|_| RedisError("timed out".into()))?
             .map_err(|e| RedisError(e.to_string()))
     }
+
+    /// Runs one command within `REDIS_TIMEOUT`.
+    pub async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        timeout(REDIS_TIMEOUT, command.query_async(&mut connection))
+            .await
+            .map_err(|_| RedisError("timed out".into()))?
+            .map_err(|e| RedisError(e.to_string()))
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
-use crate::batch::Batches;
+use crate::batch::{Batches, SharedBatches};
 use crate::bfl::BflClient;
 use crate::capacity::{KeyPool, LocalLedger, RedisLedger, SlotLedger};
 use crate::catalog::{Catalog, CatalogError};
@@ -87,9 +87,19 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
             }
         }
     }
-    let batches = Batches::new(settings.batches);
     let clients = Clients::new(&settings.clients, redis.clone());
     let usage = Usage::open(&settings.usage, redis.clone())?;
+    let shared_batches = redis.map(|redis| {
+        SharedBatches::start(
+            redis,
+            usage.clone(),
+            settings.batches.result_ttl,
+            settings.batches.idempotency_ttl,
+            dispatcher.bfl_webhooks().clone(),
+            dispatcher.tracker().clone(),
+        )
+    });
+    let batches = Batches::new(settings.batches);
     Ok(AppState::from_parts(Parts {
         server: settings.server,
         uploads,
@@ -102,5 +112,6 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         usage,
         webhooks,
         shared_ledger: shared,
+        shared_batches,
     }))
 }

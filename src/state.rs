@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::batch::Batches;
+use crate::batch::{Batches, SharedBatches};
 use crate::capacity::RedisLedger;
 use crate::catalog::Catalog;
 use crate::clients::Clients;
@@ -56,6 +56,8 @@ pub struct Parts {
     pub webhooks: WebhookSender,
     /// The slot ledger shared through Redis, when `coordination.backend = "redis"`.
     pub shared_ledger: Option<Arc<RedisLedger>>,
+    /// Async jobs, idempotency keys and BFL webhooks shared through Redis, likewise.
+    pub shared_batches: Option<Arc<SharedBatches>>,
 }
 
 #[derive(Clone)]
@@ -75,6 +77,7 @@ pub struct AppState {
     /// Outgoing webhooks (`jobs.webhook_*`), on the dispatcher's tracker.
     pub webhooks: WebhookSender,
     pub shared_ledger: Option<Arc<RedisLedger>>,
+    pub shared_batches: Option<Arc<SharedBatches>>,
     draining: Arc<AtomicBool>,
 }
 
@@ -93,6 +96,7 @@ impl AppState {
             usage,
             webhooks,
             shared_ledger,
+            shared_batches,
         } = parts;
         AppState {
             server: Arc::new(server),
@@ -106,6 +110,7 @@ impl AppState {
             usage,
             webhooks,
             shared_ledger,
+            shared_batches,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -59,30 +59,36 @@ fn fluxgate(args: &[&str], env: &[(&str, String)]) -> Running {
     Running(cmd.spawn().expect("fluxgate starts"))
 }
 
-/// A replica of the gateway against the simulator, sharing slots through Redis.
-fn replica(port: u16, sim_port: u16, redis_port: u16, config: Option<&str>) -> Running {
+/// A replica of the gateway against the simulator, sharing slots through Redis; `extra`
+/// settings come last (and so win).
+fn replica(
+    port: u16,
+    sim_port: u16,
+    redis_port: u16,
+    config: Option<&str>,
+    extra: Vec<(&str, String)>,
+) -> Running {
     let mut args = vec!["serve"];
     args.extend(config.map(|c| ["--config", c]).into_iter().flatten());
-    fluxgate(
-        &args,
-        &[
-            ("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")),
-            ("FLUXGATE__SERVER__AUTH", if config.is_some() { "keys" } else { "none" }.into()),
-            ("FLUXGATE__SERVER__DRAIN_DELAY_MS", "0".into()),
-            ("FLUXGATE__USAGE__PATH", String::new()),
-            ("FLUXGATE__UPSTREAM__BASE_URL", format!("http://127.0.0.1:{sim_port}")),
-            ("FLUXGATE__UPSTREAM__KEYS", KEY.into()),
-            ("FLUXGATE__UPSTREAM__KEY_NAMES", "shared".into()),
-            ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", format!("127.0.0.1:{sim_port}")),
-            ("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true".into()),
-            ("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "0.05".into()),
-            ("FLUXGATE__UPSTREAM__POLL_INTERVAL_MS", "50".into()),
-            ("FLUXGATE__COORDINATION__BACKEND", "redis".into()),
-            ("FLUXGATE__COORDINATION__REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
-            ("FLUXGATE__COORDINATION__LEASE_SECS", "2".into()),
-            ("FLUXGATE__COORDINATION__DEGRADED_SHARE", "0.5".into()),
-        ],
-    )
+    let mut env = vec![
+        ("FLUXGATE__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+        ("FLUXGATE__SERVER__AUTH", if config.is_some() { "keys" } else { "none" }.into()),
+        ("FLUXGATE__SERVER__DRAIN_DELAY_MS", "0".into()),
+        ("FLUXGATE__USAGE__PATH", String::new()),
+        ("FLUXGATE__UPSTREAM__BASE_URL", format!("http://127.0.0.1:{sim_port}")),
+        ("FLUXGATE__UPSTREAM__KEYS", KEY.into()),
+        ("FLUXGATE__UPSTREAM__KEY_NAMES", "shared".into()),
+        ("FLUXGATE__UPSTREAM__ALLOWED_HOSTS", format!("127.0.0.1:{sim_port}")),
+        ("FLUXGATE__UPSTREAM__ALLOW_HTTP", "true".into()),
+        ("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "0.05".into()),
+        ("FLUXGATE__UPSTREAM__POLL_INTERVAL_MS", "50".into()),
+        ("FLUXGATE__COORDINATION__BACKEND", "redis".into()),
+        ("FLUXGATE__COORDINATION__REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
+        ("FLUXGATE__COORDINATION__LEASE_SECS", "2".into()),
+        ("FLUXGATE__COORDINATION__DEGRADED_SHARE", "0.5".into()),
+    ];
+    env.extend(extra);
+    fluxgate(&args, &env)
 }
 
 async fn wait_ready(url: &str) {
@@ -110,6 +116,14 @@ async fn cluster() -> Option<Cluster> {
 }
 
 async fn cluster_with(config: Option<&str>) -> Option<Cluster> {
+    cluster_custom(config, |_, _| Vec::new()).await
+}
+
+/// Two replicas; `extra(i, bases)` adds settings to replica `i`, knowing both replicas' URLs.
+async fn cluster_custom(
+    config: Option<&str>,
+    extra: impl Fn(usize, &[String]) -> Vec<(&'static str, String)>,
+) -> Option<Cluster> {
     let redis_port = free_port();
     let redis = redis_server(redis_port)?;
     let sim_port = free_port();
@@ -119,11 +133,12 @@ async fn cluster_with(config: Option<&str>) -> Option<Cluster> {
     );
     let sim_base = format!("http://127.0.0.1:{sim_port}");
     wait_ready(&format!("{sim_base}/sim/stats")).await;
+    let ports = [free_port(), free_port()];
+    let bases: Vec<String> = ports.iter().map(|port| format!("http://127.0.0.1:{port}")).collect();
     let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        replicas.push((base, Some(replica(port, sim_port, redis_port, config))));
+    for (i, port) in ports.into_iter().enumerate() {
+        let running = replica(port, sim_port, redis_port, config, extra(i, &bases));
+        replicas.push((bases[i].clone(), Some(running)));
     }
     for (base, _) in &replicas {
         wait_ready(&format!("{base}/readyz")).await;
@@ -307,4 +322,128 @@ async fn usage_on_any_replica_answers_for_the_cluster() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The simulator's count of accepted submits.
+async fn accepted(cluster: &Cluster) -> u64 {
+    cluster.stats().await["accepted"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn async_jobs_and_idempotency_keys_belong_to_the_cluster_not_a_replica() {
+    let Some(cluster) = cluster().await else { return };
+    let http = reqwest::Client::new();
+    let (one, two) = (cluster.replicas[0].0.clone(), cluster.replicas[1].0.clone());
+
+    // An async job made on one replica is read on the other, running and then done.
+    let job: Value = http
+        .post(format!("{one}/v1/async/images/generations"))
+        .json(&json!({"model": "flux-2-klein-4b", "prompt": "async [slow:600]"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().expect("a job id").to_owned();
+    let started = Instant::now();
+    let done = loop {
+        let seen: Value =
+            http.get(format!("{two}/v1/async/jobs/{id}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(seen["id"], id.as_str(), "the other replica knows the job: {seen}");
+        if seen["status"] == "succeeded" || started.elapsed() > Duration::from_secs(10) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["data"][0]["url"].as_str().is_some_and(|u| u.contains("/results/")), "{done}");
+    let unknown = http.get(format!("{two}/v1/async/jobs/job_{}", "0".repeat(32))).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // A keyed request runs on one replica; its retry on the other joins it: one submit, one bill.
+    let before = accepted(&cluster).await;
+    let body = json!({"model": "flux-2-klein-4b", "prompt": "keyed [slow:1500]"});
+    let first = {
+        let (http, one, body) = (http.clone(), one.clone(), body.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{one}/v1/images/generations"))
+                .header("Idempotency-Key", "k-1")
+                .json(&body);
+            r.send().await.unwrap().json::<Value>().await.unwrap()
+        })
+    };
+    let started = Instant::now();
+    while accepted(&cluster).await == before && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retry = |base: String| {
+        let (http, body) = (http.clone(), body.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/v1/images/generations"))
+                .header("Idempotency-Key", "k-1")
+                .json(&body);
+            let response = r.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, joined) = retry(two.clone()).await;
+    let first = first.await.unwrap();
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["data"][0]["url"], first["data"][0]["url"], "the same image: {joined} {first}");
+    assert_eq!(joined["created"], first["created"]);
+    let (status, again) = retry(two.clone()).await;
+    assert_eq!((status, &again["data"]), (200, &first["data"]), "and again once it is over");
+    assert_eq!(accepted(&cluster).await, before + 1, "one submit for the three requests");
+    let reused = http
+        .post(format!("{two}/v1/images/generations"))
+        .header("Idempotency-Key", "k-1")
+        .json(&json!({"model": "flux-2-klein-4b", "prompt": "another request"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 422, "the key with another request is refused on any replica");
+
+    // Billed once each: the async image and the keyed one, whichever replica delivered them.
+    let started = Instant::now();
+    loop {
+        let usage: Value = http.get(format!("{one}/v1/usage")).send().await.unwrap().json().await.unwrap();
+        let images: u64 =
+            usage["data"].as_array().into_iter().flatten().filter_map(|r| r["images"].as_u64()).sum();
+        if images == 2 || started.elapsed() > Duration::from_secs(5) {
+            assert_eq!(images, 2, "{usage}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bfl_webhook_that_reaches_another_replica_completes_the_job() {
+    // Replica 0's jobs name replica 1 as their webhook address (a load balancer could send BFL's
+    // call to either); its polling fallback starts long after the simulated task ends.
+    let Some(cluster) = cluster_custom(None, |i, bases| {
+        let mut extra = vec![("FLUXGATE__UPSTREAM__WEBHOOK_SECRET", "cluster-webhook-secret".to_owned())];
+        if i == 0 {
+            extra.extend([
+                ("FLUXGATE__UPSTREAM__WEBHOOK_BASE_URL", bases[1].clone()),
+                ("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "1.0".to_owned()),
+                ("FLUXGATE__UPSTREAM__WEBHOOK_POLL_INTERVAL_MS", "5000".to_owned()),
+                ("FLUXGATE__UPSTREAM__POLL_SCHEDULE", "fixed".to_owned()),
+            ]);
+        }
+        extra
+    })
+    .await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let status = generate(&http, &cluster.replicas[0].0, "called back elsewhere").await;
+    assert_eq!(status, 200);
+    let stats = cluster.stats().await;
+    assert_eq!(stats["webhooks_sent"], 1, "{stats}");
+    assert_eq!(stats["polls"], 0, "the webhook, passed on by the other replica, ended the job: {stats}");
 }

@@ -4,13 +4,15 @@
 
 mod idempotency;
 mod registry;
+mod shared;
 pub mod stream;
 
 pub use idempotency::{IdempotencyKey, fingerprint};
 pub use registry::{BatchSettings, Batches, Claim};
+pub use shared::SharedBatches;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -83,6 +85,29 @@ pub struct Batch {
     accounted: Vec<AtomicBool>,
     /// Per image: a delivery that failed (or timed out) without ending it was counted.
     missed: Vec<AtomicBool>,
+    /// Another replica runs the batch (its statuses come from the shared record): its failures
+    /// are counted there.
+    elsewhere: bool,
+    /// Set once the batch is shared through Redis: its images are billed once across replicas.
+    shared: OnceLock<Arc<SharedBatches>>,
+}
+
+/// What a batch is made of, whether it runs here or on another replica.
+struct Assembly {
+    id: JobId,
+    owner: Caller,
+    request_id: Arc<str>,
+    link_base: Option<String>,
+    created_at: u64,
+    model: &'static str,
+    kind: Kind,
+    wanted: Wanted,
+    stream: bool,
+    handles: Vec<JobHandle>,
+    usage: Usage,
+    price_usd: f64,
+    megapixels: Option<f64>,
+    elsewhere: bool,
 }
 
 /// The images of a batch ready to send, with their share of the b64 budget (kept until the reply
@@ -122,9 +147,7 @@ impl Batch {
             handles.iter().map(JobHandle::deadline).min().unwrap_or_else(tokio::time::Instant::now);
         let wanted = Wanted { response_format, output_format, deadline, limit };
         let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let accounted = handles.iter().map(|_| AtomicBool::new(false)).collect();
-        let missed = handles.iter().map(|_| AtomicBool::new(false)).collect();
-        Ok(Batch {
+        Ok(Batch::assemble(Assembly {
             id,
             owner,
             request_id,
@@ -138,9 +161,53 @@ impl Batch {
             usage: usage.clone(),
             price_usd,
             megapixels,
+            elsewhere: false,
+        }))
+    }
+
+    fn assemble(parts: Assembly) -> Batch {
+        let Assembly {
+            id,
+            owner,
+            request_id,
+            link_base,
+            created_at,
+            model,
+            kind,
+            wanted,
+            stream,
+            handles,
+            usage,
+            price_usd,
+            megapixels,
+            elsewhere,
+        } = parts;
+        let accounted = handles.iter().map(|_| AtomicBool::new(false)).collect();
+        let missed = handles.iter().map(|_| AtomicBool::new(false)).collect();
+        Batch {
+            id,
+            owner,
+            request_id,
+            link_base,
+            created_at,
+            model,
+            kind,
+            wanted,
+            stream,
+            handles,
+            usage,
+            price_usd,
+            megapixels,
             accounted,
             missed,
-        })
+            elsewhere,
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// True when another replica runs the batch and this one follows its shared record.
+    pub fn is_elsewhere(&self) -> bool {
+        self.elsewhere
     }
 
     /// Images asked for.
@@ -301,10 +368,23 @@ impl Batch {
             // BFL's credits are cents.
             upstream_cost_usd: finished.cost.map(|credits| credits / 100.0),
         };
-        self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels);
+        match self.shared.get() {
+            Some(shared) => shared.clone().record_billing(
+                self.id.clone(),
+                index,
+                entry,
+                self.request_id.clone(),
+                finished.task_id.clone(),
+                self.megapixels,
+            ),
+            None => self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels),
+        }
     }
 
     fn count_failure(&self, error: &ApiError) {
+        if self.elsewhere {
+            return;
+        }
         let entry = Entry::Failed {
             at: timestamp(),
             client: self.owner.id().to_owned(),

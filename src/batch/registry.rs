@@ -105,6 +105,24 @@ impl Batches {
         Ok(Claim::Started(batch))
     }
 
+    /// The batch a retry with this key joins, if this replica remembers one it may join (see
+    /// `claim`); the same key with another request is a 422.
+    pub fn joined(
+        &self,
+        owner: &Caller,
+        key: &IdempotencyKey,
+        fingerprint: [u8; 32],
+    ) -> Result<Option<Arc<Batch>>, ApiError> {
+        let mut state = self.lock();
+        state.evict_keys(self.settings.idempotency_ttl);
+        let Some(seen) = state.keys.get(&(owner.clone(), key.clone())) else { return Ok(None) };
+        if seen.fingerprint != fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let joinable = seen.batch.reached_upstream() || seen.batch.phase() != Phase::Settled;
+        Ok(joinable.then(|| seen.batch.clone()))
+    }
+
     /// Room for one more async job (the oldest settled one goes if need be), or 429: checked
     /// before a job starts, so a job that starts is always remembered.
     pub fn check_room(&self) -> Result<(), ApiError> {

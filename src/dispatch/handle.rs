@@ -32,6 +32,18 @@ impl JobHandle {
         JobHandle { id, status, deadline, limit, _abandon: Arc::new(abandon) }
     }
 
+    /// A handle on a job another replica runs, whose statuses `status` brings (from the shared
+    /// record); the caller waits the model's deadline `limit` from now.
+    pub fn watching(id: JobId, status: watch::Receiver<JobStatus>, limit: Duration) -> JobHandle {
+        let abandon = tokio_util::sync::CancellationToken::new().drop_guard();
+        JobHandle::new(id, status, Instant::now() + limit, limit, abandon)
+    }
+
+    /// The job's statuses as they change.
+    pub fn subscribe(&self) -> watch::Receiver<JobStatus> {
+        self.status.clone()
+    }
+
     pub fn id(&self) -> &JobId {
         &self.id
     }

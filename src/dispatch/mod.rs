@@ -136,7 +136,7 @@ impl Dispatcher {
     }
 
     /// Where BFL's webhooks are taken (`POST /v1/bfl/webhooks/{token}`).
-    pub fn bfl_webhooks(&self) -> &WebhookInbox {
+    pub fn bfl_webhooks(&self) -> &Arc<WebhookInbox> {
         &self.inner.inbox
     }
 

@@ -44,6 +44,10 @@ pub enum JobFailure {
     /// The model's deadline passed; `accepted` when BFL had taken the job.
     #[error("past the deadline of {} s", deadline.as_secs())]
     DeadlineExceeded { deadline: Duration, accepted: bool },
+    /// The job ran on another replica and failed there; `message` is what that replica told its
+    /// client (the shared record keeps no more of the failure than that).
+    #[error("failed on another replica: {message}")]
+    Elsewhere { message: String, reached_upstream: bool },
 }
 
 impl JobFailure {
@@ -61,6 +65,7 @@ impl JobFailure {
             | JobFailure::Unfollowable(_)
             | JobFailure::Download(_) => true,
             JobFailure::DeadlineExceeded { accepted, .. } => *accepted,
+            JobFailure::Elsewhere { reached_upstream, .. } => *reached_upstream,
         }
     }
 }
@@ -97,6 +102,10 @@ impl From<JobFailure> for ApiError {
             JobFailure::DeadlineExceeded { deadline, accepted } => {
                 ApiError::DeadlineExceeded { deadline, accepted }
             }
+            JobFailure::Elsewhere { message, reached_upstream: true } => {
+                ApiError::UpstreamAfterSubmit(message)
+            }
+            JobFailure::Elsewhere { message, reached_upstream: false } => ApiError::Upstream(message),
         }
     }
 }

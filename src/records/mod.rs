@@ -33,6 +33,13 @@ impl JobId {
         JobId(Arc::from(format!("job_{}", uuid::Uuid::new_v4().simple())))
     }
 
+    /// An id as `new` makes them (`job_` and 32 lowercase hex digits), read back from elsewhere.
+    pub fn parse(text: &str) -> Option<JobId> {
+        let hex = text.strip_prefix("job_")?;
+        let ok = hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| JobId(Arc::from(text)))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

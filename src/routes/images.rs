@@ -104,7 +104,15 @@ pub(super) async fn get_async_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let batch = state.batches.job(&caller, &id).ok_or(ApiError::JobNotFound(id))?;
+    if let Some(batch) = state.batches.job(&caller, &id) {
+        return Ok(Json(job_object(&state, &batch).await?).into_response());
+    }
+    // Another replica may run it.
+    let shared = match &state.shared_batches {
+        Some(shared) => shared.job(&caller, &id, &state.catalog).await?,
+        None => None,
+    };
+    let batch = shared.ok_or(ApiError::JobNotFound(id))?;
     Ok(Json(job_object(&state, &batch).await?).into_response())
 }
 
@@ -174,7 +182,12 @@ async fn begin(
     };
     let print = fingerprint(endpoint, fields, &job.references).await?;
     let caller = origin.owner.clone();
-    let claim = state.batches.claim(&caller, &key, print, || start(job, origin))?;
+    let claim = match &state.shared_batches {
+        Some(shared) => {
+            shared.claim(&state.batches, &caller, &key, print, &state.catalog, || start(job, origin)).await?
+        }
+        None => state.batches.claim(&caller, &key, print, || start(job, origin))?,
+    };
     if let Claim::Joined(batch) = &claim {
         tracing::info!(job = %batch.id, "a retry with the same Idempotency-Key joins the first request's job");
     }
@@ -227,11 +240,16 @@ async fn submit_async(
     state.batches.check_room()?;
     let claim = begin(state, origin, headers, endpoint, fields, job).await?;
     let batch = claim.batch().clone();
-    if let Claim::Joined(batch) = &claim {
+    if let Claim::Joined(batch) = &claim
+        && !batch.is_elsewhere()
+    {
         state.batches.recall_job(batch);
     }
     if let Claim::Started(batch) = claim {
         state.batches.insert_job(batch.clone());
+        if let Some(shared) = &state.shared_batches {
+            shared.publish(&batch).await;
+        }
         let state = state.clone();
         state.dispatcher.tracker().clone().spawn(async move {
             batch.settled().await;

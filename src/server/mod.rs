@@ -105,5 +105,8 @@ pub async fn serve(
     if let Some(ledger) = &state.shared_ledger {
         ledger.stop();
     }
+    if let Some(shared) = &state.shared_batches {
+        shared.stop();
+    }
     Ok(())
 }

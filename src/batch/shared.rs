@@ -1,0 +1,668 @@
+//! Batches replicas share through Redis (`[coordination] backend = "redis"`), so that any replica
+//! answers `GET /v1/async/jobs/{id}` and a retry with an `Idempotency-Key` that lands on another
+//! replica joins the first request's job instead of paying for a second one.
+//!
+//! - `fluxgate:batch:<id>`: the record of an async or keyed batch (who owns it, what was asked,
+//!   each image's status; a finished image as BFL's URL, task id and re-hosted name, a failure as
+//!   the message its client got), written by the replica that runs it whenever a status changes.
+//!   It lives the model's deadline plus the retention while the batch runs (a dead replica's
+//!   record goes by itself), then `max(jobs.result_ttl_secs, jobs.idempotency_ttl_secs)`.
+//! - `fluxgate:idem:<sha256 of client and key>`: `{fingerprint, id}` for `jobs.idempotency_ttl_secs`,
+//!   taken with `SET NX` before the batch starts, so two replicas cannot both start one.
+//! - `fluxgate:billed:<id>:<image>`: set by whichever replica bills an image first; an image
+//!   delivered by two replicas is billed once.
+//! - channel `fluxgate:bfl-webhooks`: a BFL webhook that reached a replica whose jobs it does not
+//!   name is passed to all, and the one following the task takes it.
+//!
+//! Another replica's batch is followed here as an ordinary `Batch` whose statuses come from its
+//! record (read every `FOLLOW_EVERY`), so replies, streams and job objects are made the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt;
+use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Assembly, Batch, Batches, Claim, IdempotencyKey, Kind, Phase};
+use crate::bfl::webhook::{SECRET_HEADER, SIGNATURE_HEADER};
+use crate::catalog::Catalog;
+use crate::clients::Caller;
+use crate::coordination::{Redis, RedisError};
+use crate::delivery::Wanted;
+use crate::dispatch::{JobHandle, WebhookInbox};
+use crate::error::ApiError;
+use crate::job::{OutputFormat, ResponseFormat};
+use crate::records::{Finished, ImageName, JobFailure, JobId, JobStatus};
+use crate::usage::{Entry, Usage};
+
+/// How often a replica reads the record of a batch another replica runs.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// Status changes closer together than this are written as one.
+const COALESCE: Duration = Duration::from_millis(100);
+/// How long a retry waits for another replica to finish starting the batch its key names.
+const STARTING_WAIT: Duration = Duration::from_secs(3);
+const WEBHOOKS: &str = "fluxgate:bfl-webhooks";
+
+fn record_key(id: &str) -> String {
+    format!("fluxgate:batch:{id}")
+}
+
+fn billed_key(id: &JobId, index: usize) -> String {
+    format!("fluxgate:billed:{id}:{index}")
+}
+
+/// Where a client's idempotency key is kept: hashed, so no key a client chose reaches Redis's
+/// key space as is.
+fn key_entry(owner: &Caller, key: &IdempotencyKey) -> String {
+    let mut hash = Sha256::new();
+    for part in [owner.id(), key.as_str()] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    format!("fluxgate:idem:{}", hex::encode(hash.finalize()))
+}
+
+/// An idempotency key as Redis keeps it: the request's fingerprint, and its batch once started.
+#[derive(Serialize, Deserialize)]
+struct KeyEntry {
+    fingerprint: String,
+    id: Option<String>,
+}
+
+/// A batch as Redis keeps it.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Record {
+    owner: String,
+    model: String,
+    edit: bool,
+    created_at: u64,
+    request_id: String,
+    link_base: Option<String>,
+    b64_json: bool,
+    output_format: String,
+    limit_ms: u64,
+    stream: bool,
+    /// Each image's price, and its size when the request named one (for usage events).
+    price_usd: f64,
+    megapixels: Option<f64>,
+    images: Vec<(String, Stored)>,
+}
+
+/// One image's status as Redis keeps it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Stored {
+    Queued,
+    Submitted,
+    Running {
+        progress: Option<f64>,
+    },
+    Succeeded {
+        sample: String,
+        revised_prompt: Option<String>,
+        task_id: String,
+        cost: Option<f64>,
+        upstream_ms: u64,
+        stored: Option<String>,
+    },
+    Failed {
+        message: String,
+        reached_upstream: bool,
+        /// Kept as they are, so another replica answers with the same code.
+        moderated: Option<(bool, u8)>,
+        deadline_ms: Option<u64>,
+    },
+}
+
+impl From<&JobStatus> for Stored {
+    fn from(status: &JobStatus) -> Stored {
+        match status {
+            JobStatus::Queued => Stored::Queued,
+            JobStatus::Submitted => Stored::Submitted,
+            JobStatus::Running { progress } => Stored::Running { progress: *progress },
+            JobStatus::Succeeded(finished) => Stored::Succeeded {
+                sample: finished.sample.to_string(),
+                revised_prompt: finished.revised_prompt.clone(),
+                task_id: finished.task_id.clone(),
+                cost: finished.cost,
+                upstream_ms: finished.upstream.as_millis() as u64,
+                stored: finished.stored.as_ref().map(|name| name.as_str().to_owned()),
+            },
+            JobStatus::Failed(failure) => Stored::Failed {
+                message: ApiError::from(failure.clone()).to_string(),
+                reached_upstream: failure.reached_upstream(),
+                moderated: match failure {
+                    JobFailure::Moderated { request, safety_tolerance } => {
+                        Some((*request, *safety_tolerance))
+                    }
+                    _ => None,
+                },
+                deadline_ms: match failure {
+                    JobFailure::DeadlineExceeded { deadline, .. } => Some(deadline.as_millis() as u64),
+                    _ => None,
+                },
+            },
+        }
+    }
+}
+
+impl Stored {
+    fn status(self) -> JobStatus {
+        match self {
+            Stored::Queued => JobStatus::Queued,
+            Stored::Submitted => JobStatus::Submitted,
+            Stored::Running { progress } => JobStatus::Running { progress },
+            Stored::Succeeded { sample, revised_prompt, task_id, cost, upstream_ms, stored } => {
+                match Url::parse(&sample) {
+                    Ok(sample) => JobStatus::Succeeded(Arc::new(Finished {
+                        sample,
+                        revised_prompt,
+                        task_id,
+                        cost,
+                        upstream: Duration::from_millis(upstream_ms),
+                        stored: stored.as_deref().and_then(ImageName::parse),
+                    })),
+                    Err(_) => JobStatus::Failed(JobFailure::Elsewhere {
+                        message: "the image's record is unreadable".into(),
+                        reached_upstream: true,
+                    }),
+                }
+            }
+            Stored::Failed { message, reached_upstream, moderated, deadline_ms } => {
+                JobStatus::Failed(match (moderated, deadline_ms) {
+                    (Some((request, safety_tolerance)), _) => {
+                        JobFailure::Moderated { request, safety_tolerance }
+                    }
+                    (None, Some(ms)) => JobFailure::DeadlineExceeded {
+                        deadline: Duration::from_millis(ms),
+                        accepted: reached_upstream,
+                    },
+                    (None, None) => JobFailure::Elsewhere { message, reached_upstream },
+                })
+            }
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(self, Stored::Succeeded { .. } | Stored::Failed { .. })
+    }
+
+    fn reached_upstream(&self) -> bool {
+        match self {
+            Stored::Queued => false,
+            Stored::Submitted | Stored::Running { .. } | Stored::Succeeded { .. } => true,
+            Stored::Failed { reached_upstream, .. } => *reached_upstream,
+        }
+    }
+}
+
+impl Record {
+    fn of(batch: &Batch) -> Record {
+        Record {
+            owner: batch.owner.id().to_owned(),
+            model: batch.model.to_owned(),
+            edit: batch.kind == Kind::Edit,
+            created_at: batch.created_at,
+            request_id: batch.request_id.to_string(),
+            link_base: batch.link_base.clone(),
+            b64_json: batch.wanted.response_format == ResponseFormat::B64Json,
+            output_format: batch.wanted.output_format.as_str().to_owned(),
+            limit_ms: batch.wanted.limit.as_millis() as u64,
+            stream: batch.stream,
+            price_usd: batch.price_usd,
+            megapixels: batch.megapixels,
+            images: batch.handles.iter().map(|h| (h.id().to_string(), Stored::from(&h.status()))).collect(),
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.images.iter().all(|(_, s)| s.is_terminal())
+    }
+
+    fn reached_upstream(&self) -> bool {
+        self.images.iter().any(|(_, s)| s.reached_upstream())
+    }
+}
+
+/// What replicas share of batches; see the module's notes.
+#[derive(Clone)]
+pub struct SharedBatches {
+    redis: Arc<Redis>,
+    usage: Usage,
+    /// How long a settled batch's record, and an image's billed mark, are kept.
+    keep: Duration,
+    idempotency_ttl: Duration,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl SharedBatches {
+    /// Starts listening for BFL webhooks other replicas pass on (to `inbox`), on a task of its
+    /// own that ends with `stop`. Records, billing marks and followed batches are written and
+    /// read on `tracker` (the jobs'), so shutdown gives them the jobs' grace.
+    pub fn start(
+        redis: Arc<Redis>,
+        usage: Usage,
+        result_ttl: Duration,
+        idempotency_ttl: Duration,
+        inbox: Arc<WebhookInbox>,
+        tracker: TaskTracker,
+    ) -> Arc<SharedBatches> {
+        let shared = Arc::new(SharedBatches {
+            redis,
+            usage,
+            keep: result_ttl.max(idempotency_ttl),
+            idempotency_ttl,
+            tracker,
+            stop: CancellationToken::new(),
+        });
+        let listener = TaskTracker::new();
+        listener.spawn(shared.clone().listen(inbox));
+        listener.close();
+        shared
+    }
+
+    /// Stops listening for passed-on webhooks (at the very end of shutdown).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Writes `batch`'s record (before it returns, so the batch can be named to the client or
+    /// to the key at once), then at each change of its images' statuses until it settles. Once
+    /// per batch; its images are billed once across replicas from then on.
+    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>) {
+        if batch.shared.set(self.clone()).is_err() {
+            return;
+        }
+        let mut watches: Vec<_> = batch.handles.iter().map(JobHandle::subscribe).collect();
+        let mut settled = self.write_now(batch, &mut watches, 1).await;
+        let (this, batch) = (self.clone(), batch.clone());
+        self.tracker.spawn(async move {
+            while !settled {
+                // Images still running can change; the ones over cannot.
+                let changes = watches
+                    .iter_mut()
+                    .filter(|w| !w.borrow().is_terminal())
+                    .map(|w| Box::pin(w.changed()))
+                    .collect::<Vec<_>>();
+                if !changes.is_empty() {
+                    let _ = futures_util::future::select_all(changes).await;
+                } else {
+                    drop(changes);
+                }
+                sleep(COALESCE).await;
+                // The settled record is the one that matters most: tried a few times.
+                settled = this.write_now(&batch, &mut watches, 3).await;
+            }
+        });
+    }
+
+    /// Writes the batch's record as it is now (up to `attempts` times); true once it is settled.
+    async fn write_now(
+        &self,
+        batch: &Batch,
+        watches: &mut [watch::Receiver<JobStatus>],
+        attempts: usize,
+    ) -> bool {
+        for watch in watches.iter_mut() {
+            watch.borrow_and_update();
+        }
+        let settled = batch.phase() == Phase::Settled;
+        let ttl = if settled { self.keep } else { batch.wanted.limit + self.keep };
+        let record = Record::of(batch);
+        for attempt in 1..=attempts {
+            match self.write(&batch.id, &record, ttl).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(job = %batch.id, error = %e, "the shared record of a job was not written");
+                    if attempt < attempts {
+                        sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        settled
+    }
+
+    async fn write(&self, id: &JobId, record: &Record, ttl: Duration) -> Result<(), RedisError> {
+        let json = serde_json::to_string(record).map_err(|e| RedisError(e.to_string()))?;
+        let mut command = redis::cmd("SET");
+        command.arg(record_key(id.as_str())).arg(json).arg("PX").arg(ttl.as_millis() as u64);
+        self.redis.query::<()>(&command).await
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<Record>, RedisError> {
+        let json: Option<String> = self.redis.query(redis::cmd("GET").arg(record_key(id))).await?;
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// `owner`'s async job `id` as another replica last wrote it; `None` when unknown or not theirs.
+    pub async fn job(
+        self: &Arc<Self>,
+        owner: &Caller,
+        id: &str,
+        catalog: &Catalog,
+    ) -> Result<Option<Batch>, ApiError> {
+        if JobId::parse(id).is_none() {
+            return Ok(None);
+        }
+        let record = self.record(id).await.map_err(unavailable)?;
+        let Some(record) = record.filter(|r| r.owner == owner.id()) else { return Ok(None) };
+        let (batch, _) = self.follow(id, record, owner, catalog)?;
+        Ok(Some(batch))
+    }
+
+    /// A batch that another replica runs, as a `Batch` whose statuses are `record`'s; the
+    /// senders that move them on are returned.
+    fn follow(
+        self: &Arc<Self>,
+        id: &str,
+        record: Record,
+        owner: &Caller,
+        catalog: &Catalog,
+    ) -> Result<(Batch, Vec<watch::Sender<JobStatus>>), ApiError> {
+        let model = catalog.get(&record.model).map(|m| m.id).ok_or_else(|| {
+            ApiError::internal(format!("a shared job names the model `{}`, unknown here", record.model))
+        })?;
+        let limit = Duration::from_millis(record.limit_ms);
+        let (mut handles, mut senders) = (Vec::new(), Vec::new());
+        for (image, stored) in record.images {
+            let image = JobId::parse(&image)
+                .ok_or_else(|| ApiError::internal("a shared job's image id is unreadable"))?;
+            let (tx, rx) = watch::channel(stored.status());
+            handles.push(JobHandle::watching(image, rx, limit));
+            senders.push(tx);
+        }
+        let id = JobId::parse(id).ok_or_else(|| ApiError::internal("a shared job's id is unreadable"))?;
+        let output_format = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp]
+            .into_iter()
+            .find(|f| f.as_str() == record.output_format)
+            .unwrap_or(OutputFormat::Jpeg);
+        let response_format = if record.b64_json { ResponseFormat::B64Json } else { ResponseFormat::Url };
+        let wanted = Wanted { response_format, output_format, deadline: Instant::now() + limit, limit };
+        let kind = if record.edit { Kind::Edit } else { Kind::Generation };
+        let batch = Batch::assemble(Assembly {
+            id,
+            owner: owner.clone(),
+            request_id: Arc::from(record.request_id),
+            link_base: record.link_base,
+            created_at: record.created_at,
+            model,
+            kind,
+            wanted,
+            stream: record.stream,
+            handles,
+            usage: self.usage.clone(),
+            price_usd: record.price_usd,
+            megapixels: record.megapixels,
+            elsewhere: true,
+        });
+        let _ = batch.shared.set(self.clone());
+        Ok((batch, senders))
+    }
+
+    /// Moves `senders` on from the record of batch `id` until its images settle, nobody is
+    /// watching any more, or the model's deadline (and a margin) has passed.
+    fn feed(&self, id: JobId, senders: Vec<watch::Sender<JobStatus>>, limit: Duration) {
+        let redis = self.clone();
+        let until = Instant::now() + limit + Duration::from_secs(30);
+        self.tracker.spawn(async move {
+            while Instant::now() < until && senders.iter().any(|s| !s.is_closed()) {
+                sleep(FOLLOW_EVERY).await;
+                let record = match redis.record(id.as_str()).await {
+                    Ok(record) => record,
+                    Err(e) => {
+                        tracing::debug!(job = %id, error = %e, "the shared record could not be read; trying again");
+                        continue;
+                    }
+                };
+                let Some(record) = record else {
+                    let gone = JobFailure::Elsewhere {
+                        message: "the replica running this job stopped recording it".into(),
+                        reached_upstream: true,
+                    };
+                    for sender in &senders {
+                        sender.send_if_modified(|s| {
+                            let open = !s.is_terminal();
+                            if open {
+                                *s = JobStatus::Failed(gone.clone());
+                            }
+                            open
+                        });
+                    }
+                    return;
+                };
+                for (sender, (_, stored)) in senders.iter().zip(record.images) {
+                    let status = stored.status();
+                    sender.send_if_modified(|s| {
+                        let changed = !s.is_terminal() && *s != status;
+                        if changed {
+                            *s = status;
+                        }
+                        changed
+                    });
+                }
+                if senders.iter().all(|s| s.borrow().is_terminal()) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Serves a request with an idempotency key across replicas: a key this replica remembers is
+    /// joined here; otherwise the first replica to take the key in Redis starts the batch (with
+    /// `start`), and a retry elsewhere follows it. When Redis does not answer, keys are this
+    /// replica's alone (a retry that reaches another replica then may start again).
+    pub async fn claim(
+        self: &Arc<Self>,
+        local: &Batches,
+        owner: &Caller,
+        key: &IdempotencyKey,
+        fingerprint: [u8; 32],
+        catalog: &Catalog,
+        start: impl FnOnce() -> Result<Batch, ApiError>,
+    ) -> Result<Claim, ApiError> {
+        if let Some(batch) = local.joined(owner, key, fingerprint)? {
+            return Ok(Claim::Joined(batch));
+        }
+        let entry = key_entry(owner, key);
+        let print = hex::encode(fingerprint);
+        let waiting_since = Instant::now();
+        loop {
+            let taken = serde_json::to_string(&KeyEntry { fingerprint: print.clone(), id: None })
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut set = redis::cmd("SET");
+            set.arg(&entry).arg(taken).arg("NX").arg("PX").arg(self.idempotency_ttl.as_millis() as u64);
+            match self.redis.query::<Option<String>>(&set).await {
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis does not answer: this Idempotency-Key is known to this replica only");
+                    return local.claim(owner, key, fingerprint, start);
+                }
+                Ok(Some(_)) => return self.start_keyed(local, owner, key, fingerprint, &entry, start).await,
+                Ok(None) => {}
+            }
+            let seen: Option<String> =
+                self.redis.query(redis::cmd("GET").arg(&entry)).await.map_err(unavailable)?;
+            let Some(seen) = seen.and_then(|s| serde_json::from_str::<KeyEntry>(&s).ok()) else { continue };
+            if seen.fingerprint != print {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            let Some(id) = seen.id else {
+                // Another replica is starting it this very moment.
+                if waiting_since.elapsed() > STARTING_WAIT {
+                    return Err(ApiError::Overloaded {
+                        message: "a request with this Idempotency-Key is still being started; retry shortly"
+                            .into(),
+                        param: None,
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Some(record) = self.record(&id).await.map_err(unavailable)? else {
+                // The key names a batch whose record was never written (Redis failed the first
+                // replica): it may have reached BFL, so it is not started again.
+                return Err(ApiError::Unavailable {
+                    message: "the job this Idempotency-Key names cannot be found on any replica; \
+                              it is not started again, so it cannot be paid twice"
+                        .into(),
+                    retry_after: None,
+                });
+            };
+            // Over before BFL saw it (refused for capacity, say): a retry may try again.
+            if record.settled() && !record.reached_upstream() {
+                let _: Result<(), _> = self.redis.query(redis::cmd("DEL").arg(&entry)).await;
+                continue;
+            }
+            tracing::info!(job = %id, "a retry with the same Idempotency-Key follows the job another replica runs");
+            let limit = Duration::from_millis(record.limit_ms);
+            let (batch, senders) = self.follow(&id, record, owner, catalog)?;
+            self.feed(batch.id.clone(), senders, limit);
+            return Ok(Claim::Joined(Arc::new(batch)));
+        }
+    }
+
+    /// The key is this replica's: the batch starts here, and the key names it once started (or
+    /// is given up when it could not start).
+    async fn start_keyed(
+        self: &Arc<Self>,
+        local: &Batches,
+        owner: &Caller,
+        key: &IdempotencyKey,
+        fingerprint: [u8; 32],
+        entry: &str,
+        start: impl FnOnce() -> Result<Batch, ApiError>,
+    ) -> Result<Claim, ApiError> {
+        let claim = local.claim(owner, key, fingerprint, start);
+        let Ok(claim) = claim else {
+            let _: Result<(), _> = self.redis.query(redis::cmd("DEL").arg(entry)).await;
+            return claim;
+        };
+        let batch = claim.batch();
+        self.publish(batch).await;
+        let named = KeyEntry { fingerprint: hex::encode(fingerprint), id: Some(batch.id.to_string()) };
+        let named = serde_json::to_string(&named).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut set = redis::cmd("SET");
+        set.arg(entry).arg(named).arg("XX").arg("KEEPTTL");
+        if let Err(e) = self.redis.query::<Option<String>>(&set).await {
+            tracing::warn!(job = %batch.id, error = %e, "the Idempotency-Key could not be shared; a retry elsewhere waits, then is told to retry");
+        }
+        Ok(claim)
+    }
+
+    /// True when image `index` of batch `id` was not billed by any replica yet (it is marked
+    /// now). When Redis does not answer, true: the replica delivering the image bills it.
+    pub(super) async fn first_bill(&self, id: &JobId, index: usize) -> bool {
+        let mut set = redis::cmd("SET");
+        set.arg(billed_key(id, index)).arg(1).arg("NX").arg("PX").arg(self.keep.as_millis() as u64);
+        match self.redis.query::<Option<String>>(&set).await {
+            Ok(done) => done.is_some(),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "billing an image without the shared mark (Redis does not answer)");
+                true
+            }
+        }
+    }
+
+    pub(super) fn record_billing(
+        self: Arc<Self>,
+        id: JobId,
+        index: usize,
+        entry: Entry,
+        request_id: Arc<str>,
+        task_id: String,
+        megapixels: Option<f64>,
+    ) {
+        let tracker = self.tracker.clone();
+        tracker.spawn(async move {
+            if self.first_bill(&id, index).await {
+                self.usage.record(entry, &request_id, Some(&task_id), megapixels);
+            }
+        });
+    }
+
+    /// Passes a BFL webhook this replica has no job for to every replica; true when some
+    /// replica listens.
+    pub async fn forward_bfl_webhook(&self, token: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let message = Forwarded {
+            token: token.to_owned(),
+            secret: header(SECRET_HEADER),
+            signature: header(SIGNATURE_HEADER),
+            body: STANDARD.encode(body),
+        };
+        let Ok(message) = serde_json::to_string(&message) else { return false };
+        let listeners = self.redis.query::<u64>(redis::cmd("PUBLISH").arg(WEBHOOKS).arg(message)).await;
+        listeners.is_ok_and(|n| n > 0)
+    }
+
+    async fn listen(self: Arc<Self>, inbox: Arc<WebhookInbox>) {
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.redis.client().get_async_pubsub().await?;
+                pubsub.subscribe(WEBHOOKS).await?;
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    let Ok(forwarded) = serde_json::from_str::<Forwarded>(&payload) else { continue };
+                    forwarded.deliver(&inbox);
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                ended = subscribed => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "the webhook channel dropped; subscribing again");
+                    }
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+/// A BFL webhook as one replica passes it to the others: what authenticates it, and its body.
+#[derive(Serialize, Deserialize)]
+struct Forwarded {
+    token: String,
+    secret: Option<String>,
+    signature: Option<String>,
+    body: String,
+}
+
+impl Forwarded {
+    /// Checked again here as if BFL had called this replica (the secret is the cluster's).
+    fn deliver(self, inbox: &WebhookInbox) {
+        let Ok(body) = STANDARD.decode(&self.body) else { return };
+        let mut headers = HeaderMap::new();
+        for (name, value) in [(SECRET_HEADER, self.secret), (SIGNATURE_HEADER, self.signature)] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, value);
+            }
+        }
+        let outcome = inbox.deliver(&self.token, &headers, &body);
+        tracing::debug!(?outcome, "a BFL webhook passed on by another replica");
+    }
+}
+
+fn unavailable(e: RedisError) -> ApiError {
+    ApiError::Overloaded {
+        message: format!("the replicas' shared job store does not answer ({e}); retry shortly"),
+        param: None,
+        retry_after: Duration::from_secs(1),
+    }
+}
