@@ -12,7 +12,7 @@ use crate::capacity::{KeyPool, LocalLedger, RedisLedger, SlotLedger};
 use crate::catalog::{Catalog, CatalogError};
 use crate::clients::Clients;
 use crate::config::Settings;
-use crate::coordination::{Redis, RedisError};
+use crate::coordination::{Redis, RedisError, SharedHolds};
 use crate::delivery::{Delivery, StoreError};
 use crate::dispatch::Dispatcher;
 use crate::records::MemoryJobStore;
@@ -57,6 +57,10 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         Some(coordination) => Some(Redis::open(&coordination.redis_url)?),
         None => None,
     };
+    let holds = match (&settings.coordination, &redis) {
+        (Some(coordination), Some(redis)) => Some(SharedHolds::start(redis.clone(), coordination.lease)),
+        _ => None,
+    };
     let shared = match (settings.coordination, &redis) {
         (Some(coordination), Some(redis)) => Some(RedisLedger::new(coordination, redis.clone())),
         _ => None,
@@ -87,8 +91,9 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
             }
         }
     }
-    let clients = Clients::new(&settings.clients, redis.clone());
-    let usage = Usage::open(&settings.usage, redis.clone())?;
+    let limits = redis.clone().zip(holds.clone());
+    let clients = Clients::new(&settings.clients, limits.clone());
+    let usage = Usage::open(&settings.usage, limits)?;
     let shared_batches = redis.map(|redis| {
         SharedBatches::start(
             redis,
@@ -113,5 +118,6 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         webhooks,
         shared_ledger: shared,
         shared_batches,
+        shared_holds: holds,
     }))
 }

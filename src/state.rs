@@ -10,6 +10,7 @@ use crate::batch::{Batches, SharedBatches};
 use crate::capacity::RedisLedger;
 use crate::catalog::Catalog;
 use crate::clients::Clients;
+use crate::coordination::SharedHolds;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::job::JobRules;
@@ -58,6 +59,8 @@ pub struct Parts {
     pub shared_ledger: Option<Arc<RedisLedger>>,
     /// Async jobs, idempotency keys and BFL webhooks shared through Redis, likewise.
     pub shared_batches: Option<Arc<SharedBatches>>,
+    /// Client concurrency and budget holds shared through Redis, likewise.
+    pub shared_holds: Option<Arc<SharedHolds>>,
 }
 
 #[derive(Clone)]
@@ -78,6 +81,7 @@ pub struct AppState {
     pub webhooks: WebhookSender,
     pub shared_ledger: Option<Arc<RedisLedger>>,
     pub shared_batches: Option<Arc<SharedBatches>>,
+    pub shared_holds: Option<Arc<SharedHolds>>,
     draining: Arc<AtomicBool>,
 }
 
@@ -97,6 +101,7 @@ impl AppState {
             webhooks,
             shared_ledger,
             shared_batches,
+            shared_holds,
         } = parts;
         AppState {
             server: Arc::new(server),
@@ -111,6 +116,7 @@ impl AppState {
             webhooks,
             shared_ledger,
             shared_batches,
+            shared_holds,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

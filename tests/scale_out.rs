@@ -52,7 +52,12 @@ fn fluxgate(args: &[&str], env: &[(&str, String)]) -> Running {
             cmd.env_remove(key);
         }
     }
-    cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let level = std::env::var("FLUXGATE_TEST_LOGS").unwrap_or_else(|_| "warn".into());
+    cmd.args(args).env("RUST_LOG", level).stdin(Stdio::null()).stdout(Stdio::null());
+    // FLUXGATE_TEST_LOGS=1 shows what the processes log.
+    if std::env::var("FLUXGATE_TEST_LOGS").is_err() {
+        cmd.stderr(Stdio::null());
+    }
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -446,4 +451,77 @@ async fn a_bfl_webhook_that_reaches_another_replica_completes_the_job() {
     let stats = cluster.stats().await;
     assert_eq!(stats["webhooks_sent"], 1, "{stats}");
     assert_eq!(stats["polls"], 0, "the webhook, passed on by the other replica, ended the job: {stats}");
+}
+
+#[tokio::test]
+async fn a_clients_concurrent_jobs_and_budget_hold_across_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clients.toml");
+    let digest = |token: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nadmin_token_sha256 = \"{}\"\n\n[[clients]]\nid = \"two-at-once\"\ntoken_sha256 = \"{}\"\nmax_concurrent_jobs = 2\n\n\
+             [[clients]]\nid = \"three-cents\"\ntoken_sha256 = \"{}\"\nbudget_usd = 0.03\nbudget_period = \"day\"\n",
+            digest(b"tok-admin"),
+            digest(b"tok-two"),
+            digest(b"tok-budget"),
+        ),
+    )
+    .unwrap();
+    let Some(cluster) = cluster_with(config.to_str()).await else { return };
+    let http = reqwest::Client::new();
+    let post = |i: usize, token: &'static str, prompt: String| {
+        let (http, base) = (http.clone(), cluster.replicas[i % 2].0.clone());
+        async move {
+            let response = http
+                .post(format!("{base}/v1/images/generations"))
+                .bearer_auth(token)
+                .json(&json!({"model": "flux-2-klein-4b", "prompt": prompt}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let codes = |outcomes: &[(u16, String)], code: &str| outcomes.iter().filter(|(_, c)| c == code).count();
+
+    // Six at once over both replicas, two allowed at a time in the cluster.
+    let outcomes =
+        futures_util::future::join_all((0..6).map(|i| post(i, "tok-two", format!("c{i} [slow:1500]")))).await;
+    let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 2, "two concurrent jobs across both replicas: {outcomes:?}");
+    assert_eq!(codes(&outcomes, "concurrency_limit_exceeded"), 4, "{outcomes:?}");
+
+    // Five at once with a budget for three images ($0.01 each): the holds of requests in flight
+    // are the cluster's.
+    let outcomes =
+        futures_util::future::join_all((0..5).map(|i| post(i, "tok-budget", format!("b{i} [slow:800]"))))
+            .await;
+    let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 3, "three images in the budget across both replicas: {outcomes:?}");
+    assert_eq!(codes(&outcomes, "budget_exceeded"), 2, "{outcomes:?}");
+    // Once billed, what was spent is the cluster's too: no replica takes a fourth.
+    let started = Instant::now();
+    loop {
+        let usage = http.get(format!("{}/v1/usage", cluster.replicas[0].0)).bearer_auth("tok-admin");
+        let usage: Value = usage.send().await.unwrap().json().await.unwrap();
+        let billed: u64 = usage["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["client_id"] == "three-cents")
+            .filter_map(|r| r["images"].as_u64())
+            .sum();
+        if billed == 3 || started.elapsed() > Duration::from_secs(5) {
+            assert_eq!(billed, 3, "{usage}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..2 {
+        assert_eq!(post(i, "tok-budget", format!("after {i}")).await.1, "budget_exceeded");
+    }
 }

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::clients::Caller;
+use crate::clients::{Caller, JobsHold};
 use crate::delivery::{Delivered, Delivery, LinkOrigin, Wanted};
 use crate::dispatch::{Dispatcher, JobHandle};
 use crate::error::ApiError;
@@ -58,7 +58,7 @@ pub struct Origin {
 /// What a batch holds of its client's limits until its jobs end: room among its concurrent jobs,
 /// and a share of its budget.
 pub struct Holds {
-    pub jobs: Option<OwnedSemaphorePermit>,
+    pub jobs: Option<JobsHold>,
     pub budget: Option<Reservation>,
 }
 

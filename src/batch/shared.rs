@@ -18,6 +18,7 @@
 //! record (read every `FOLLOW_EVERY`), so replies, streams and job objects are made the same way.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -36,7 +37,7 @@ use super::{Assembly, Batch, Batches, Claim, IdempotencyKey, Kind, Phase};
 use crate::bfl::webhook::{SECRET_HEADER, SIGNATURE_HEADER};
 use crate::catalog::Catalog;
 use crate::clients::Caller;
-use crate::coordination::{Redis, RedisError};
+use crate::coordination::{REDIS_TIMEOUT, Redis, RedisError};
 use crate::delivery::Wanted;
 use crate::dispatch::{JobHandle, WebhookInbox};
 use crate::error::ApiError;
@@ -243,6 +244,8 @@ pub struct SharedBatches {
     idempotency_ttl: Duration,
     tracker: TaskTracker,
     stop: CancellationToken,
+    /// The first subscription to the webhook channel was tried (readiness waits for it).
+    tried: Arc<AtomicBool>,
 }
 
 impl SharedBatches {
@@ -264,11 +267,18 @@ impl SharedBatches {
             idempotency_ttl,
             tracker,
             stop: CancellationToken::new(),
+            tried: Arc::new(AtomicBool::new(false)),
         });
         let listener = TaskTracker::new();
         listener.spawn(shared.clone().listen(inbox));
         listener.close();
         shared
+    }
+
+    /// True once this replica has tried to subscribe to the webhook channel (it has, unless Redis
+    /// does not answer): until then it is not ready, so no job of its own can miss a webhook.
+    pub fn started(&self) -> bool {
+        self.tried.load(Ordering::SeqCst)
     }
 
     /// Stops listening for passed-on webhooks (at the very end of shutdown).
@@ -458,6 +468,29 @@ impl SharedBatches {
         });
     }
 
+    /// The batch a retry with this key joins, here or on another replica, if there is one to
+    /// join; the same key with another request is a 422. `None` when Redis does not answer
+    /// (`claim` decides then).
+    pub async fn existing(
+        self: &Arc<Self>,
+        local: &Batches,
+        owner: &Caller,
+        key: &IdempotencyKey,
+        fingerprint: [u8; 32],
+        catalog: &Catalog,
+    ) -> Result<Option<Arc<Batch>>, ApiError> {
+        if let Some(batch) = local.joined(owner, key, fingerprint)? {
+            return Ok(Some(batch));
+        }
+        match self.find(&key_entry(owner, key), &hex::encode(fingerprint), owner, catalog).await {
+            Ok(Found::Batch(batch)) => Ok(Some(batch)),
+            Ok(Found::Nothing | Found::Starting | Found::Restart) => Ok(None),
+            Err(Refusal::Reused) => Err(ApiError::IdempotencyKeyReused),
+            Err(Refusal::Api(e)) => Err(e),
+            Err(Refusal::Redis(_)) => Ok(None),
+        }
+    }
+
     /// Serves a request with an idempotency key across replicas: a key this replica remembers is
     /// joined here; otherwise the first replica to take the key in Redis starts the batch (with
     /// `start`), and a retry elsewhere follows it. When Redis does not answer, keys are this
@@ -490,46 +523,68 @@ impl SharedBatches {
                 Ok(Some(_)) => return self.start_keyed(local, owner, key, fingerprint, &entry, start).await,
                 Ok(None) => {}
             }
-            let seen: Option<String> =
-                self.redis.query(redis::cmd("GET").arg(&entry)).await.map_err(unavailable)?;
-            let Some(seen) = seen.and_then(|s| serde_json::from_str::<KeyEntry>(&s).ok()) else { continue };
-            if seen.fingerprint != print {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            let Some(id) = seen.id else {
-                // Another replica is starting it this very moment.
-                if waiting_since.elapsed() > STARTING_WAIT {
-                    return Err(ApiError::Overloaded {
-                        message: "a request with this Idempotency-Key is still being started; retry shortly"
-                            .into(),
-                        param: None,
-                        retry_after: Duration::from_secs(1),
-                    });
+            match self.find(&entry, &print, owner, catalog).await {
+                Ok(Found::Batch(batch)) => return Ok(Claim::Joined(batch)),
+                Ok(Found::Nothing) => {}
+                Ok(Found::Restart) => {
+                    let _: Result<(), _> = self.redis.query(redis::cmd("DEL").arg(&entry)).await;
                 }
-                sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let Some(record) = self.record(&id).await.map_err(unavailable)? else {
-                // The key names a batch whose record was never written (Redis failed the first
-                // replica): it may have reached BFL, so it is not started again.
-                return Err(ApiError::Unavailable {
-                    message: "the job this Idempotency-Key names cannot be found on any replica; \
-                              it is not started again, so it cannot be paid twice"
-                        .into(),
-                    retry_after: None,
-                });
-            };
-            // Over before BFL saw it (refused for capacity, say): a retry may try again.
-            if record.settled() && !record.reached_upstream() {
-                let _: Result<(), _> = self.redis.query(redis::cmd("DEL").arg(&entry)).await;
-                continue;
+                Ok(Found::Starting) => {
+                    if waiting_since.elapsed() > STARTING_WAIT {
+                        return Err(ApiError::Overloaded {
+                            message:
+                                "a request with this Idempotency-Key is still being started; retry shortly"
+                                    .into(),
+                            param: None,
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                    sleep(Duration::from_millis(50)).await;
+                }
+                Err(Refusal::Reused) => return Err(ApiError::IdempotencyKeyReused),
+                Err(Refusal::Api(e)) => return Err(e),
+                Err(Refusal::Redis(e)) => return Err(unavailable(e)),
             }
-            tracing::info!(job = %id, "a retry with the same Idempotency-Key follows the job another replica runs");
-            let limit = Duration::from_millis(record.limit_ms);
-            let (batch, senders) = self.follow(&id, record, owner, catalog)?;
-            self.feed(batch.id.clone(), senders, limit);
-            return Ok(Claim::Joined(Arc::new(batch)));
         }
+    }
+
+    /// What the key `entry` names in Redis now.
+    async fn find(
+        self: &Arc<Self>,
+        entry: &str,
+        print: &str,
+        owner: &Caller,
+        catalog: &Catalog,
+    ) -> Result<Found, Refusal> {
+        let seen: Option<String> =
+            self.redis.query(redis::cmd("GET").arg(entry)).await.map_err(Refusal::Redis)?;
+        let Some(seen) = seen.and_then(|s| serde_json::from_str::<KeyEntry>(&s).ok()) else {
+            return Ok(Found::Nothing);
+        };
+        if seen.fingerprint != print {
+            return Err(Refusal::Reused);
+        }
+        // Another replica is starting it this very moment.
+        let Some(id) = seen.id else { return Ok(Found::Starting) };
+        let Some(record) = self.record(&id).await.map_err(Refusal::Redis)? else {
+            // The key names a batch whose record was never written (Redis failed the first
+            // replica): it may have reached BFL, so it is not started again.
+            return Err(Refusal::Api(ApiError::Unavailable {
+                message: "the job this Idempotency-Key names cannot be found on any replica; \
+                          it is not started again, so it cannot be paid twice"
+                    .into(),
+                retry_after: None,
+            }));
+        };
+        // Over before BFL saw it (refused for capacity, say): a retry may try again.
+        if record.settled() && !record.reached_upstream() {
+            return Ok(Found::Restart);
+        }
+        tracing::info!(job = %id, "a retry with the same Idempotency-Key follows the job another replica runs");
+        let limit = Duration::from_millis(record.limit_ms);
+        let (batch, senders) = self.follow(&id, record, owner, catalog).map_err(Refusal::Api)?;
+        self.feed(batch.id.clone(), senders, limit);
+        Ok(Found::Batch(Arc::new(batch)))
     }
 
     /// The key is this replica's: the batch starts here, and the key names it once started (or
@@ -609,8 +664,15 @@ impl SharedBatches {
     async fn listen(self: Arc<Self>, inbox: Arc<WebhookInbox>) {
         loop {
             let subscribed = async {
-                let mut pubsub = self.redis.client().get_async_pubsub().await?;
-                pubsub.subscribe(WEBHOOKS).await?;
+                let subscribe = async {
+                    let mut pubsub = self.redis.client().get_async_pubsub().await?;
+                    pubsub.subscribe(WEBHOOKS).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                let pubsub = tokio::time::timeout(REDIS_TIMEOUT * 4, subscribe).await;
+                self.tried.store(true, Ordering::SeqCst);
+                let Ok(pubsub) = pubsub else { return Ok(()) };
+                let mut pubsub = pubsub?;
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
                     let Ok(payload) = message.get_payload::<String>() else { continue };
@@ -633,6 +695,23 @@ impl SharedBatches {
             }
         }
     }
+}
+
+/// What an idempotency key names in Redis.
+enum Found {
+    Nothing,
+    /// Another replica took the key and is starting its batch.
+    Starting,
+    /// The batch to join, followed from its record.
+    Batch(Arc<Batch>),
+    /// Its batch ended without reaching BFL: the key may be used afresh.
+    Restart,
+}
+
+enum Refusal {
+    Reused,
+    Api(ApiError),
+    Redis(RedisError),
 }
 
 /// A BFL webhook as one replica passes it to the others: what authenticates it, and its body.

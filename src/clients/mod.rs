@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::coordination::{Redis, RedisError};
+use crate::coordination::{Hold, Limit, Redis, RedisError, SharedHolds};
 use crate::error::ApiError;
 
 /// Whether requests need a token.
@@ -86,6 +86,8 @@ pub struct Client {
     id: Arc<str>,
     /// With Redis, `requests_per_minute` holds across replicas (a sliding minute in Redis).
     shared: Option<Arc<Redis>>,
+    /// With Redis, `max_concurrent_jobs` holds across replicas.
+    holds: Option<Arc<SharedHolds>>,
     digest: [u8; 32],
     models: Option<HashSet<String>>,
     rate: Option<DefaultDirectRateLimiter>,
@@ -101,10 +103,12 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    fn new(config: &ClientConfig, shared: Option<Arc<Redis>>) -> Client {
+    fn new(config: &ClientConfig, shared: Option<(Arc<Redis>, Arc<SharedHolds>)>) -> Client {
+        let (shared, holds) = shared.unzip();
         Client {
             id: Arc::from(config.id.as_str()),
             shared,
+            holds,
             digest: config.token_sha256,
             models: config.models.as_ref().map(|m| m.iter().cloned().collect()),
             rate: config.requests_per_minute.map(|n| RateLimiter::direct(Quota::per_minute(n))),
@@ -120,6 +124,7 @@ impl Client {
         Client {
             id: Arc::from(id),
             shared: None,
+            holds: None,
             digest,
             models: None,
             rate: None,
@@ -195,8 +200,9 @@ impl Caller {
     }
 
     /// Room for `jobs` more jobs within the client's `max_concurrent_jobs`, held until they end;
-    /// or 429 `concurrency_limit_exceeded`.
-    pub fn reserve_jobs(&self, jobs: u32) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    /// or 429 `concurrency_limit_exceeded`. With Redis the limit is the cluster's; when Redis
+    /// does not answer, this replica's own count decides.
+    pub async fn reserve_jobs(&self, jobs: u32) -> Result<Option<JobsHold>, ApiError> {
         let Some((slots, max)) = &self.0.concurrency else { return Ok(None) };
         if jobs > *max {
             return Err(ApiError::invalid(
@@ -204,13 +210,30 @@ impl Caller {
                 format!("this client key runs at most {max} images at once; ask for fewer with `n`"),
             ));
         }
-        slots.clone().try_acquire_many_owned(jobs).map(Some).map_err(|_| ApiError::ClientLimit {
+        let over = || ApiError::ClientLimit {
             code: "concurrency_limit_exceeded",
             message: format!("client `{}` already runs its limit of {max} concurrent jobs", self.0.id),
             retry_after: CONCURRENCY_RETRY,
             retry_useful: true,
-        })
+        };
+        if let Some(holds) = &self.0.holds {
+            let limit =
+                Limit { key: format!("fluxgate:jobs:{{{}}}", self.0.id), limit: f64::from(*max), base: None };
+            match holds.take(limit, f64::from(jobs)).await {
+                Ok(Ok(hold)) => return Ok(Some(JobsHold { _local: None, _shared: Some(hold) })),
+                Ok(Err(_)) => return Err(over()),
+                Err(e) => tracing::debug!(error = %e, "shared concurrency limit unavailable; counting here"),
+            }
+        }
+        let permit = slots.clone().try_acquire_many_owned(jobs).map_err(|_| over())?;
+        Ok(Some(JobsHold { _local: Some(permit), _shared: None }))
     }
+}
+
+/// Room among a client's concurrent jobs, held until dropped: in this replica, or in Redis.
+pub struct JobsHold {
+    _local: Option<OwnedSemaphorePermit>,
+    _shared: Option<Hold>,
 }
 
 /// Every client the gateway knows, and the admin token.
@@ -223,7 +246,7 @@ pub struct Clients {
 
 impl Clients {
     /// `shared`: Redis, when replicas share client limits.
-    pub fn new(settings: &ClientSettings, shared: Option<Arc<Redis>>) -> Clients {
+    pub fn new(settings: &ClientSettings, shared: Option<(Arc<Redis>, Arc<SharedHolds>)>) -> Clients {
         let mut known: Vec<Arc<Client>> =
             settings.clients.iter().map(|c| Arc::new(Client::new(c, shared.clone()))).collect();
         for token in &settings.legacy_tokens {
@@ -376,13 +399,13 @@ mod tests {
             caller.admit_request().await,
             Err(ApiError::ClientLimit { code: "rate_limit_exceeded", .. })
         ));
-        let held = caller.reserve_jobs(3).expect("room for three");
+        let held = caller.reserve_jobs(3).await.expect("room for three");
         assert!(matches!(
-            caller.reserve_jobs(1),
+            caller.reserve_jobs(1).await,
             Err(ApiError::ClientLimit { code: "concurrency_limit_exceeded", .. })
         ));
         drop(held);
-        assert!(caller.reserve_jobs(1).is_ok());
+        assert!(caller.reserve_jobs(1).await.is_ok());
     }
 
     #[test]

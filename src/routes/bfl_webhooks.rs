@@ -36,6 +36,14 @@ pub(super) async fn receive_bfl_webhook(
         Delivered::Accepted | Delivered::Replayed => Json(json!({"received": true})).into_response(),
         Delivered::Unauthorized => ApiError::WebhookUnauthorized.into_response(),
         Delivered::Unknown => {
+            // Another replica may follow the task: the webhook is passed to all of them.
+            let forwarded = match &state.shared_batches {
+                Some(shared) => shared.forward_bfl_webhook(&token, &headers, &body).await,
+                None => false,
+            };
+            if forwarded {
+                return Json(json!({"received": true})).into_response();
+            }
             ApiError::RouteNotFound("an unknown or expired webhook token".to_owned()).into_response()
         }
         Delivered::Unreadable => {

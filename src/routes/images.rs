@@ -170,23 +170,34 @@ async fn begin(
     }
     origin.owner.admit_request().await?;
     origin.owner.check_model(job.model.id)?;
-    let start = |job: ImageJob, origin: Origin| {
-        let holds = Holds {
-            jobs: origin.owner.reserve_jobs(job.n)?,
-            budget: state.usage.reserve(&origin.owner, job.model.price_usd * f64::from(job.n))?,
-        };
-        Batch::start(&state.dispatcher, &state.usage, job, origin, holds)
+    let key = IdempotencyKey::from_headers(headers)?;
+    let print = match &key {
+        Some(_) => Some(fingerprint(endpoint, fields, &job.references).await?),
+        None => None,
     };
-    let Some(key) = IdempotencyKey::from_headers(headers)? else {
-        return Ok(Claim::Started(Arc::new(start(job, origin)?)));
-    };
-    let print = fingerprint(endpoint, fields, &job.references).await?;
     let caller = origin.owner.clone();
-    let claim = match &state.shared_batches {
-        Some(shared) => {
-            shared.claim(&state.batches, &caller, &key, print, &state.catalog, || start(job, origin)).await?
+    // A retry joins the first request's batch without holding more of the client's limits.
+    if let (Some(key), Some(print)) = (&key, print) {
+        let existing = match &state.shared_batches {
+            Some(shared) => shared.existing(&state.batches, &caller, key, print, &state.catalog).await?,
+            None => state.batches.joined(&caller, key, print)?,
+        };
+        if let Some(batch) = existing {
+            tracing::info!(job = %batch.id, "a retry with the same Idempotency-Key joins the first request's job");
+            return Ok(Claim::Joined(batch));
         }
-        None => state.batches.claim(&caller, &key, print, || start(job, origin))?,
+    }
+    let holds = Holds {
+        jobs: caller.reserve_jobs(job.n).await?,
+        budget: state.usage.reserve(&caller, job.model.price_usd * f64::from(job.n)).await?,
+    };
+    let start = move || Batch::start(&state.dispatcher, &state.usage, job, origin, holds);
+    let (Some(key), Some(print)) = (key, print) else {
+        return Ok(Claim::Started(Arc::new(start()?)));
+    };
+    let claim = match &state.shared_batches {
+        Some(shared) => shared.claim(&state.batches, &caller, &key, print, &state.catalog, start).await?,
+        None => state.batches.claim(&caller, &key, print, start)?,
     };
     if let Claim::Joined(batch) = &claim {
         tracing::info!(job = %batch.id, "a retry with the same Idempotency-Key joins the first request's job");

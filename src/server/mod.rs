@@ -108,5 +108,8 @@ pub async fn serve(
     if let Some(shared) = &state.shared_batches {
         shared.stop();
     }
+    if let Some(holds) = &state.shared_holds {
+        holds.stop();
+    }
     Ok(())
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::clients::{Caller, Period};
-use crate::coordination::Redis;
+use crate::clients::{Budget, Caller, Period};
+use crate::coordination::{Hold, InUse, Limit, Redis, SharedHolds};
 use crate::error::ApiError;
 use crate::telemetry::metrics;
 
@@ -88,6 +88,8 @@ pub struct Usage {
     journal: Option<Arc<Journal>>,
     /// With Redis: the cluster's totals, which `/v1/usage` answers from.
     shared: Option<Arc<SharedUsage>>,
+    /// With Redis: budgets held across replicas.
+    holds: Option<Arc<SharedHolds>>,
 }
 
 fn now_secs() -> u64 {
@@ -96,8 +98,11 @@ fn now_secs() -> u64 {
 
 impl Usage {
     /// Opens (and replays) the journal, if there is one.
-    /// `shared`: Redis, when replicas keep cluster-wide totals there.
-    pub fn open(settings: &UsageSettings, shared: Option<Arc<Redis>>) -> Result<Usage, JournalError> {
+    /// `shared`: Redis, when replicas keep cluster-wide totals (and hold budgets) there.
+    pub fn open(
+        settings: &UsageSettings,
+        shared: Option<(Arc<Redis>, Arc<SharedHolds>)>,
+    ) -> Result<Usage, JournalError> {
         let mut ledger = Ledger::default();
         let journal = match &settings.path {
             Some(path) => {
@@ -109,8 +114,11 @@ impl Usage {
             }
             None => None,
         };
-        let shared = shared.map(|redis| Arc::new(SharedUsage::start(redis)));
-        Ok(Usage { ledger: Arc::new(Mutex::new(ledger)), journal, shared })
+        let (shared, holds) = match shared {
+            Some((redis, holds)) => (Some(Arc::new(SharedUsage::start(redis))), Some(holds)),
+            None => (None, None),
+        };
+        Ok(Usage { ledger: Arc::new(Mutex::new(ledger)), journal, shared, holds })
     }
 
     fn lock(&self) -> MutexGuard<'_, Ledger> {
@@ -175,11 +183,25 @@ impl Usage {
     }
 
     /// Holds `amount` of the client's budget for a request in flight, or 429 `budget_exceeded`
-    /// when what it has spent in the period plus what is in flight plus `amount` passes it.
-    pub fn reserve(&self, caller: &Caller, amount: f64) -> Result<Option<Reservation>, ApiError> {
+    /// when what it has spent in the period plus what is in flight plus `amount` passes it. With
+    /// Redis the budget is the cluster's (what every replica billed and holds); when Redis does not
+    /// answer, this replica's own count decides.
+    pub async fn reserve(&self, caller: &Caller, amount: f64) -> Result<Option<Reservation>, ApiError> {
         let Some(budget) = caller.budget() else { return Ok(None) };
         let now = now_secs();
         let start = period::start(budget.period, now);
+        if let Some(holds) = &self.holds {
+            let limit = Limit {
+                key: format!("fluxgate:budget:{{{}}}", caller.id()),
+                limit: budget.usd,
+                base: Some(shared::spent_key(caller.id(), budget.period, start)),
+            };
+            match holds.take(limit, amount).await {
+                Ok(Ok(hold)) => return Ok(Some(Reservation { local: None, _shared: Some(hold) })),
+                Ok(Err(InUse(used))) => return Err(over_budget(caller, budget, now, used, amount)),
+                Err(e) => tracing::debug!(error = %e, "shared budget unavailable; counting here"),
+            }
+        }
         let mut ledger = self.lock();
         let spent: f64 = ledger
             .buckets
@@ -190,24 +212,31 @@ impl Usage {
         let pending = ledger.pending.get(caller.id()).copied().unwrap_or(0.0);
         // A cent's millionth of slack, so sums of prices do not refuse an exact fit.
         if spent + pending + amount > budget.usd + 1e-9 {
-            let retry_after = Duration::from_secs(period::end(budget.period, now).saturating_sub(now).max(1));
-            return Err(ApiError::ClientLimit {
-                code: "budget_exceeded",
-                message: format!(
-                    "client `{}` has spent ${spent:.3} (plus ${pending:.3} in flight) of its {} budget of ${:.2}; this request would cost ${amount:.3}",
-                    caller.id(),
-                    match budget.period {
-                        Period::Day => "daily",
-                        Period::Month => "monthly",
-                    },
-                    budget.usd
-                ),
-                retry_after,
-                retry_useful: false,
-            });
+            return Err(over_budget(caller, budget, now, spent + pending, amount));
         }
         *ledger.pending.entry(caller.id().to_owned()).or_default() += amount;
-        Ok(Some(Reservation { usage: self.clone(), client: caller.id().to_owned(), amount }))
+        let local = Some((self.clone(), caller.id().to_owned(), amount));
+        Ok(Some(Reservation { local, _shared: None }))
+    }
+}
+
+/// 429 `budget_exceeded`: `used` (spent in the period, and held by requests in flight) plus
+/// `amount` passes the client's budget.
+fn over_budget(caller: &Caller, budget: Budget, now: u64, used: f64, amount: f64) -> ApiError {
+    let retry_after = Duration::from_secs(period::end(budget.period, now).saturating_sub(now).max(1));
+    ApiError::ClientLimit {
+        code: "budget_exceeded",
+        message: format!(
+            "client `{}` has spent or holds for requests in flight ${used:.3} of its {} budget of ${:.2}; this request would cost ${amount:.3}",
+            caller.id(),
+            match budget.period {
+                Period::Day => "daily",
+                Period::Month => "monthly",
+            },
+            budget.usd
+        ),
+        retry_after,
+        retry_useful: false,
     }
 }
 
@@ -233,16 +262,18 @@ impl Ledger {
 /// A share of a client's budget held by a request in flight; given back when dropped (by then
 /// what the request cost has been billed).
 pub struct Reservation {
-    usage: Usage,
-    client: String,
-    amount: f64,
+    /// Held in this replica's ledger: (usage, client, amount).
+    local: Option<(Usage, String, f64)>,
+    /// Held in Redis, for the cluster.
+    _shared: Option<Hold>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut ledger = self.usage.lock();
-        if let Some(pending) = ledger.pending.get_mut(&self.client) {
-            *pending = (*pending - self.amount).max(0.0);
+        let Some((usage, client, amount)) = self.local.take() else { return };
+        let mut ledger = usage.lock();
+        if let Some(pending) = ledger.pending.get_mut(&client) {
+            *pending = (*pending - amount).max(0.0);
         }
     }
 }

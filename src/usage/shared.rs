@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
-use super::{BUCKET_SECS, Entry, Row, Totals};
+use super::{BUCKET_SECS, Entry, Row, Totals, period};
+use crate::clients::Period;
 use crate::coordination::{REDIS_TIMEOUT, Redis, RedisError};
 
 /// Entries waiting for the writer; beyond it an entry reaches only this replica's totals.
@@ -22,6 +23,19 @@ const HOURS: &str = "fluxgate:usage:hours";
 fn bucket(hour: u64) -> String {
     format!("fluxgate:usage:{hour}")
 }
+
+/// What `client` was billed in the budget period that began at `start` (the base of its shared
+/// budget), kept a little longer than the period.
+pub(super) fn spent_key(client: &str, period: Period, start: u64) -> String {
+    let name = match period {
+        Period::Day => "day",
+        Period::Month => "month",
+    };
+    format!("fluxgate:spent:{{{client}}}:{name}:{start}")
+}
+
+/// Spent counters outlive their period by this much (a month is at most 31 days).
+const SPENT_KEPT_SECS: u64 = 32 * 86_400;
 
 pub(super) struct SharedUsage {
     redis: Arc<Redis>,
@@ -100,6 +114,11 @@ async fn write(redis: &Redis, entry: &Entry) -> Result<(), RedisError> {
     pipe.atomic().zadd(HOURS, hour, hour).ignore();
     match entry {
         Entry::Billed { price_usd, upstream_cost_usd, .. } => {
+            for period in [Period::Day, Period::Month] {
+                let spent = spent_key(client, period, period::start(period, at));
+                pipe.cmd("INCRBYFLOAT").arg(&spent).arg(*price_usd).ignore();
+                pipe.expire(&spent, SPENT_KEPT_SECS as i64).ignore();
+            }
             pipe.hincr(&key, field("images"), 1).ignore();
             pipe.cmd("HINCRBYFLOAT").arg(&key).arg(field("price_usd")).arg(*price_usd).ignore();
             if let Some(cost) = upstream_cost_usd {

@@ -3,6 +3,10 @@
 //! The slot ledger (`capacity::RedisLedger`) and the client limits (`clients`) use it; with the
 //! default `memory` backend nothing here runs.
 
+mod holds;
+
+pub use holds::{Hold, InUse, Limit, SharedHolds};
+
 use std::sync::Arc;
 use std::time::Duration;
 
