@@ -1,4 +1,4 @@
-//! `cargo bench --bench gateway -- [latency] [lag] [memory] [edits] [schedule] [saturation]`: the gateway and the BFL
+//! `cargo bench --bench gateway -- [latency] [lag] [memory] [edits] [schedule] [saturation] [replicas]`: the gateway and the BFL
 //! simulator run as child processes of this bench, on loopback; every figure is printed next to a
 //! baseline measured in the same run, with the ratio. See benches/README.md.
 
@@ -23,6 +23,8 @@ mod load;
 mod memory;
 #[path = "gateway/procs.rs"]
 mod procs;
+#[path = "gateway/replicas.rs"]
+mod replicas;
 #[path = "gateway/report.rs"]
 mod report;
 #[path = "gateway/saturation.rs"]
@@ -35,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use report::Report;
 
-const SCENARIOS: [&str; 7] = ["latency", "lag", "memory", "idle", "edits", "schedule", "saturation"];
+const SCENARIOS: [&str; 8] =
+    ["latency", "lag", "memory", "idle", "edits", "schedule", "saturation", "replicas"];
 /// `edits` waits for `/v1/images/edits`; name it to run it.
 const DEFAULT: [&str; 4] = ["latency", "lag", "memory", "idle"];
 /// A scenario that runs longer than this is stopped (its processes are killed with it).
@@ -115,6 +118,7 @@ async fn run(scenario: &str, report: &mut Report) -> Result<(), String> {
         "edits" => edits::run(report).await,
         "schedule" => schedule::run(report).await,
         "saturation" => saturation::run(report).await,
+        "replicas" => replicas::run(report).await,
         other => Err(format!("no scenario `{other}`")),
     }
 }

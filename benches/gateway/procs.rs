@@ -189,6 +189,30 @@ pub async fn gateway(name: &str, sim_base: &str, extra: &[(&str, &str)]) -> Resu
     Err(format!("the gateway was not ready within 20 s; see {}", proc.log.display()))
 }
 
+/// A `redis-server` (Debian's package, on the PATH) on a free loopback port, without persistence.
+pub struct RedisServer {
+    pub proc: Proc,
+    /// `redis://127.0.0.1:PORT`
+    pub url: String,
+}
+
+pub fn redis(name: &str) -> Result<RedisServer, String> {
+    let port = free_port()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null());
+    let mut proc = Proc::start(name, cmd).map_err(|e| format!("{e} (install Debian's redis-server)"))?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        proc.check_alive()?;
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(RedisServer { proc, url: format!("redis://127.0.0.1:{port}") });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("redis-server did not listen within 10 s; see {}", proc.log.display()))
+}
+
 /// The gateway's binary: `$FLUXGATE_BENCH_BIN`, else the one cargo built for this bench.
 pub fn gateway_bin() -> String {
     std::env::var(BIN_VAR).ok().filter(|b| !b.is_empty()).unwrap_or_else(|| BIN.to_owned())

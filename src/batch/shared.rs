@@ -6,7 +6,8 @@
 //!   each image's status; a finished image as BFL's URL, task id and re-hosted name, a failure as
 //!   the message its client got), written by the replica that runs it whenever a status changes.
 //!   It lives the model's deadline plus the retention while the batch runs (a dead replica's
-//!   record goes by itself), then `max(jobs.result_ttl_secs, jobs.idempotency_ttl_secs)`.
+//!   record goes by itself), then `jobs.result_ttl_secs` (an async job), or as long as its key
+//!   if that is longer (a request with an `Idempotency-Key`).
 //! - `fluxgate:idem:<sha256 of client and key>`: `{fingerprint, id}` for `jobs.idempotency_ttl_secs`,
 //!   taken with `SET NX` before the batch starts, so two replicas cannot both start one.
 //! - `fluxgate:billed:<id>:<image>`: set by whichever replica bills an image first; an image
@@ -239,7 +240,9 @@ impl Record {
 pub struct SharedBatches {
     redis: Arc<Redis>,
     usage: Usage,
-    /// How long a settled batch's record, and an image's billed mark, are kept.
+    /// How long an async job's record is kept once settled (`jobs.result_ttl_secs`).
+    result_ttl: Duration,
+    /// How long a keyed batch's record, and an image's billed mark, are kept once settled.
     keep: Duration,
     idempotency_ttl: Duration,
     tracker: TaskTracker,
@@ -263,6 +266,7 @@ impl SharedBatches {
         let shared = Arc::new(SharedBatches {
             redis,
             usage,
+            result_ttl,
             keep: result_ttl.max(idempotency_ttl),
             idempotency_ttl,
             tracker,
@@ -287,14 +291,16 @@ impl SharedBatches {
     }
 
     /// Writes `batch`'s record (before it returns, so the batch can be named to the client or
-    /// to the key at once), then at each change of its images' statuses until it settles. Once
-    /// per batch; its images are billed once across replicas from then on.
-    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>) {
+    /// to the key at once), then at each change of its images' statuses until it settles; it is
+    /// kept `jobs.result_ttl_secs` after (`keyed`: as long as its key, if longer). Once per batch;
+    /// its images are billed once across replicas from then on.
+    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>, keyed: bool) {
         if batch.shared.set(self.clone()).is_err() {
             return;
         }
+        let keep = if keyed { self.keep } else { self.result_ttl };
         let mut watches: Vec<_> = batch.handles.iter().map(JobHandle::subscribe).collect();
-        let mut settled = self.write_now(batch, &mut watches, 1).await;
+        let mut settled = self.write_now(batch, &mut watches, keep, 1).await;
         let (this, batch) = (self.clone(), batch.clone());
         self.tracker.spawn(async move {
             while !settled {
@@ -311,7 +317,7 @@ impl SharedBatches {
                 }
                 sleep(COALESCE).await;
                 // The settled record is the one that matters most: tried a few times.
-                settled = this.write_now(&batch, &mut watches, 3).await;
+                settled = this.write_now(&batch, &mut watches, keep, 3).await;
             }
         });
     }
@@ -321,13 +327,14 @@ impl SharedBatches {
         &self,
         batch: &Batch,
         watches: &mut [watch::Receiver<JobStatus>],
+        keep: Duration,
         attempts: usize,
     ) -> bool {
         for watch in watches.iter_mut() {
             watch.borrow_and_update();
         }
         let settled = batch.phase() == Phase::Settled;
-        let ttl = if settled { self.keep } else { batch.wanted.limit + self.keep };
+        let ttl = if settled { keep } else { batch.wanted.limit + keep };
         let record = Record::of(batch);
         for attempt in 1..=attempts {
             match self.write(&batch.id, &record, ttl).await {
@@ -604,7 +611,7 @@ impl SharedBatches {
             return claim;
         };
         let batch = claim.batch();
-        self.publish(batch).await;
+        self.publish(batch, true).await;
         let named = KeyEntry { fingerprint: hex::encode(fingerprint), id: Some(batch.id.to_string()) };
         let named = serde_json::to_string(&named).map_err(|e| ApiError::internal(e.to_string()))?;
         let mut set = redis::cmd("SET");

@@ -259,7 +259,7 @@ async fn submit_async(
     if let Claim::Started(batch) = claim {
         state.batches.insert_job(batch.clone());
         if let Some(shared) = &state.shared_batches {
-            shared.publish(&batch).await;
+            shared.publish(&batch, false).await;
         }
         let state = state.clone();
         state.dispatcher.tracker().clone().spawn(async move {
