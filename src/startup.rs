@@ -94,6 +94,9 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let limits = redis.clone().zip(holds.clone());
     let clients = Clients::new(&settings.clients, limits.clone());
     let usage = Usage::open(&settings.usage, limits)?;
+    let ledger = shared.clone();
+    let degraded: Arc<dyn Fn() -> bool + Send + Sync> =
+        Arc::new(move || ledger.as_ref().is_some_and(|l| l.is_degraded()));
     let shared_batches = redis.map(|redis| {
         SharedBatches::start(
             redis,
@@ -102,6 +105,7 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
             settings.batches.idempotency_ttl,
             dispatcher.bfl_webhooks().clone(),
             dispatcher.tracker().clone(),
+            degraded,
         )
     });
     let batches = Batches::new(settings.batches);

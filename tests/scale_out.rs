@@ -430,10 +430,12 @@ async fn a_bfl_webhook_that_reaches_another_replica_completes_the_job() {
     // Replica 0's jobs name replica 1 as their webhook address (a load balancer could send BFL's
     // call to either); its polling fallback starts long after the simulated task ends.
     let Some(cluster) = cluster_custom(None, |i, bases| {
-        let mut extra = vec![("FLUXGATE__UPSTREAM__WEBHOOK_SECRET", "cluster-webhook-secret".to_owned())];
+        let mut extra = vec![
+            ("FLUXGATE__UPSTREAM__WEBHOOK_SECRET", "cluster-webhook-secret".to_owned()),
+            ("FLUXGATE__UPSTREAM__WEBHOOK_BASE_URL", bases[1].clone()),
+        ];
         if i == 0 {
             extra.extend([
-                ("FLUXGATE__UPSTREAM__WEBHOOK_BASE_URL", bases[1].clone()),
                 ("FLUXGATE__UPSTREAM__FIRST_POLL_SCALE", "1.0".to_owned()),
                 ("FLUXGATE__UPSTREAM__WEBHOOK_POLL_INTERVAL_MS", "5000".to_owned()),
                 ("FLUXGATE__UPSTREAM__POLL_SCHEDULE", "fixed".to_owned()),

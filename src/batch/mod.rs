@@ -53,6 +53,8 @@ pub struct Origin {
     pub kind: Kind,
     /// The scheme and host it came in on: links to re-hosted images are built on it.
     pub link_base: Option<String>,
+    /// Through an async endpoint: an async job.
+    pub asynchronous: bool,
 }
 
 /// What a batch holds of its client's limits until its jobs end: room among its concurrent jobs,
@@ -75,6 +77,8 @@ pub struct Batch {
     pub wanted: Wanted,
     /// The client asked for an event stream.
     pub stream: bool,
+    /// An async job (as opposed to a synchronous request).
+    asynchronous: bool,
     handles: Vec<JobHandle>,
     usage: Usage,
     /// Each image's price, and its size in megapixels when the request named one.
@@ -103,6 +107,7 @@ struct Assembly {
     kind: Kind,
     wanted: Wanted,
     stream: bool,
+    asynchronous: bool,
     handles: Vec<JobHandle>,
     usage: Usage,
     price_usd: f64,
@@ -128,7 +133,7 @@ impl Batch {
         origin: Origin,
         holds: Holds,
     ) -> Result<Batch, ApiError> {
-        let Origin { owner, request_id, kind, link_base } = origin;
+        let Origin { owner, request_id, kind, link_base, asynchronous } = origin;
         let (model, limit, price_usd) = (job.model.id, job.model.deadline, job.model.price_usd);
         let (response_format, output_format, stream) = (job.response_format, job.output_format, job.stream);
         let megapixels = match job.size {
@@ -157,6 +162,7 @@ impl Batch {
             kind,
             wanted,
             stream,
+            asynchronous,
             handles,
             usage: usage.clone(),
             price_usd,
@@ -176,6 +182,7 @@ impl Batch {
             kind,
             wanted,
             stream,
+            asynchronous,
             handles,
             usage,
             price_usd,
@@ -194,6 +201,7 @@ impl Batch {
             kind,
             wanted,
             stream,
+            asynchronous,
             handles,
             usage,
             price_usd,
@@ -369,14 +377,7 @@ impl Batch {
             upstream_cost_usd: finished.cost.map(|credits| credits / 100.0),
         };
         match self.shared.get() {
-            Some(shared) => shared.clone().record_billing(
-                self.id.clone(),
-                index,
-                entry,
-                self.request_id.clone(),
-                finished.task_id.clone(),
-                self.megapixels,
-            ),
+            Some(shared) => shared.clone().record_billing(self, index, entry, finished.task_id.clone()),
             None => self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels),
         }
     }

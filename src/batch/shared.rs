@@ -50,8 +50,11 @@ use crate::usage::{Entry, Usage};
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 /// Status changes closer together than this are written as one.
 const COALESCE: Duration = Duration::from_millis(100);
-/// How long a retry waits for another replica to finish starting the batch its key names.
+/// How long a request waits for another replica to finish starting the batch its key names.
 const STARTING_WAIT: Duration = Duration::from_secs(3);
+/// A key taken this long ago that still names no batch was never started (its replica stopped
+/// or lost Redis in between); it is not started again either.
+const NEVER_STARTED_MS: u64 = 30_000;
 const WEBHOOKS: &str = "fluxgate:bfl-webhooks";
 
 fn record_key(id: &str) -> String {
@@ -78,7 +81,20 @@ fn key_entry(owner: &Caller, key: &IdempotencyKey) -> String {
 struct KeyEntry {
     fingerprint: String,
     id: Option<String>,
+    /// When the key was taken, unix ms: a key that names no batch long after was never started.
+    #[serde(default)]
+    since_ms: u64,
 }
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Deletes the key only if it still holds what was read (another replica may have taken it anew).
+const DELETE_IF_SAME: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
 
 /// A batch as Redis keeps it.
 #[derive(Serialize, Deserialize)]
@@ -93,6 +109,9 @@ pub(super) struct Record {
     output_format: String,
     limit_ms: u64,
     stream: bool,
+    /// An async job (`GET /v1/async/jobs/{id}` shows it), not only a keyed request.
+    #[serde(default)]
+    asynchronous: bool,
     /// Each image's price, and its size when the request named one (for usage events).
     price_usd: f64,
     megapixels: Option<f64>,
@@ -220,6 +239,7 @@ impl Record {
             output_format: batch.wanted.output_format.as_str().to_owned(),
             limit_ms: batch.wanted.limit.as_millis() as u64,
             stream: batch.stream,
+            asynchronous: batch.asynchronous,
             price_usd: batch.price_usd,
             megapixels: batch.megapixels,
             images: batch.handles.iter().map(|h| (h.id().to_string(), Stored::from(&h.status()))).collect(),
@@ -247,6 +267,8 @@ pub struct SharedBatches {
     idempotency_ttl: Duration,
     tracker: TaskTracker,
     stop: CancellationToken,
+    /// True while the slot ledger finds Redis unreachable: keys are then claimed locally.
+    degraded: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The first subscription to the webhook channel was tried (readiness waits for it).
     tried: Arc<AtomicBool>,
 }
@@ -262,6 +284,7 @@ impl SharedBatches {
         idempotency_ttl: Duration,
         inbox: Arc<WebhookInbox>,
         tracker: TaskTracker,
+        degraded: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Arc<SharedBatches> {
         let shared = Arc::new(SharedBatches {
             redis,
@@ -271,6 +294,7 @@ impl SharedBatches {
             idempotency_ttl,
             tracker,
             stop: CancellationToken::new(),
+            degraded,
             tried: Arc::new(AtomicBool::new(false)),
         });
         let listener = TaskTracker::new();
@@ -294,42 +318,44 @@ impl SharedBatches {
     /// to the key at once), then at each change of its images' statuses until it settles; it is
     /// kept `jobs.result_ttl_secs` after (`keyed`: as long as its key, if longer). Once per batch;
     /// its images are billed once across replicas from then on.
-    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>, keyed: bool) {
+    /// Returns whether the first record was written.
+    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>, keyed: bool) -> bool {
         if batch.shared.set(self.clone()).is_err() {
-            return;
+            return true;
         }
         let keep = if keyed { self.keep } else { self.result_ttl };
         let mut watches: Vec<_> = batch.handles.iter().map(JobHandle::subscribe).collect();
-        let mut settled = self.write_now(batch, &mut watches, keep, 1).await;
+        let (mut settled, written) = self.write_now(batch, &mut watches, keep, 3).await;
         let (this, batch) = (self.clone(), batch.clone());
         self.tracker.spawn(async move {
             while !settled {
-                // Images still running can change; the ones over cannot.
+                // Images still running can change; the ones over (or whose job is gone) cannot.
                 let changes = watches
                     .iter_mut()
-                    .filter(|w| !w.borrow().is_terminal())
+                    .filter(|w| !w.borrow().is_terminal() && w.has_changed().is_ok())
                     .map(|w| Box::pin(w.changed()))
                     .collect::<Vec<_>>();
-                if !changes.is_empty() {
-                    let _ = futures_util::future::select_all(changes).await;
-                } else {
-                    drop(changes);
+                if changes.is_empty() {
+                    return;
                 }
+                let _ = futures_util::future::select_all(changes).await;
                 sleep(COALESCE).await;
                 // The settled record is the one that matters most: tried a few times.
-                settled = this.write_now(&batch, &mut watches, keep, 3).await;
+                (settled, _) = this.write_now(&batch, &mut watches, keep, 3).await;
             }
         });
+        written
     }
 
-    /// Writes the batch's record as it is now (up to `attempts` times); true once it is settled.
+    /// Writes the batch's record as it is now (up to `attempts` times): whether it is settled,
+    /// and whether it was written.
     async fn write_now(
         &self,
         batch: &Batch,
         watches: &mut [watch::Receiver<JobStatus>],
         keep: Duration,
         attempts: usize,
-    ) -> bool {
+    ) -> (bool, bool) {
         for watch in watches.iter_mut() {
             watch.borrow_and_update();
         }
@@ -338,16 +364,16 @@ impl SharedBatches {
         let record = Record::of(batch);
         for attempt in 1..=attempts {
             match self.write(&batch.id, &record, ttl).await {
-                Ok(()) => break,
+                Ok(()) => return (settled, true),
                 Err(e) => {
                     tracing::warn!(job = %batch.id, error = %e, "the shared record of a job was not written");
                     if attempt < attempts {
-                        sleep(Duration::from_secs(1)).await;
+                        sleep(Duration::from_millis(200)).await;
                     }
                 }
             }
         }
-        settled
+        (settled, false)
     }
 
     async fn write(&self, id: &JobId, record: &Record, ttl: Duration) -> Result<(), RedisError> {
@@ -373,7 +399,9 @@ impl SharedBatches {
             return Ok(None);
         }
         let record = self.record(id).await.map_err(unavailable)?;
-        let Some(record) = record.filter(|r| r.owner == owner.id()) else { return Ok(None) };
+        let Some(record) = record.filter(|r| r.asynchronous && r.owner == owner.id()) else {
+            return Ok(None);
+        };
         let (batch, _) = self.follow(id, record, owner, catalog)?;
         Ok(Some(batch))
     }
@@ -417,6 +445,7 @@ impl SharedBatches {
             kind,
             wanted,
             stream: record.stream,
+            asynchronous: record.asynchronous,
             handles,
             usage: self.usage.clone(),
             price_usd: record.price_usd,
@@ -476,8 +505,8 @@ impl SharedBatches {
     }
 
     /// The batch a retry with this key joins, here or on another replica, if there is one to
-    /// join; the same key with another request is a 422. `None` when Redis does not answer
-    /// (`claim` decides then).
+    /// join (waiting for one another replica is starting); the same key with another request is
+    /// a 422. `None` when Redis does not answer (`claim` decides then).
     pub async fn existing(
         self: &Arc<Self>,
         local: &Batches,
@@ -489,19 +518,23 @@ impl SharedBatches {
         if let Some(batch) = local.joined(owner, key, fingerprint)? {
             return Ok(Some(batch));
         }
-        match self.find(&key_entry(owner, key), &hex::encode(fingerprint), owner, catalog).await {
-            Ok(Found::Batch(batch)) => Ok(Some(batch)),
-            Ok(Found::Nothing | Found::Starting | Found::Restart) => Ok(None),
-            Err(Refusal::Reused) => Err(ApiError::IdempotencyKeyReused),
-            Err(Refusal::Api(e)) => Err(e),
-            Err(Refusal::Redis(_)) => Ok(None),
+        let (entry, print) = (key_entry(owner, key), hex::encode(fingerprint));
+        let waiting_since = Instant::now();
+        loop {
+            match self.find(&entry, &print, owner, catalog).await {
+                Ok(Found::Batch(batch)) => return Ok(Some(batch)),
+                Ok(Found::Nothing | Found::Restart(_)) | Err(Refusal::Redis(_)) => return Ok(None),
+                Ok(Found::Starting) => still_starting(waiting_since).await?,
+                Err(Refusal::Api(e)) => return Err(e),
+            }
         }
     }
 
     /// Serves a request with an idempotency key across replicas: a key this replica remembers is
     /// joined here; otherwise the first replica to take the key in Redis starts the batch (with
-    /// `start`), and a retry elsewhere follows it. When Redis does not answer, keys are this
-    /// replica's alone (a retry that reaches another replica then may start again).
+    /// `start`), and a retry elsewhere follows it. While the slot ledger finds Redis unreachable,
+    /// keys are this replica's alone (a retry that reaches another replica then may start again);
+    /// when Redis merely fails this once, the request is refused (503, nothing submitted).
     pub async fn claim(
         self: &Arc<Self>,
         local: &Batches,
@@ -514,43 +547,38 @@ impl SharedBatches {
         if let Some(batch) = local.joined(owner, key, fingerprint)? {
             return Ok(Claim::Joined(batch));
         }
-        let entry = key_entry(owner, key);
-        let print = hex::encode(fingerprint);
+        let (entry, print) = (key_entry(owner, key), hex::encode(fingerprint));
         let waiting_since = Instant::now();
         loop {
-            let taken = serde_json::to_string(&KeyEntry { fingerprint: print.clone(), id: None })
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let taken = KeyEntry { fingerprint: print.clone(), id: None, since_ms: unix_ms() };
+            let taken = serde_json::to_string(&taken).map_err(|e| ApiError::internal(e.to_string()))?;
             let mut set = redis::cmd("SET");
             set.arg(&entry).arg(taken).arg("NX").arg("PX").arg(self.idempotency_ttl.as_millis() as u64);
             match self.redis.query::<Option<String>>(&set).await {
-                Err(e) => {
+                Err(e) if (self.degraded)() => {
                     tracing::warn!(error = %e, "Redis does not answer: this Idempotency-Key is known to this replica only");
                     return local.claim(owner, key, fingerprint, start);
                 }
+                Err(e) => return Err(unavailable(e)),
                 Ok(Some(_)) => return self.start_keyed(local, owner, key, fingerprint, &entry, start).await,
                 Ok(None) => {}
             }
             match self.find(&entry, &print, owner, catalog).await {
                 Ok(Found::Batch(batch)) => return Ok(Claim::Joined(batch)),
                 Ok(Found::Nothing) => {}
-                Ok(Found::Restart) => {
-                    let _: Result<(), _> = self.redis.query(redis::cmd("DEL").arg(&entry)).await;
+                Ok(Found::Restart(seen)) => {
+                    let script = redis::Script::new(DELETE_IF_SAME);
+                    let mut delete = script.prepare_invoke();
+                    delete.key(&entry).arg(seen);
+                    self.redis.invoke::<i64>(&delete).await.map_err(unavailable)?;
                 }
-                Ok(Found::Starting) => {
-                    if waiting_since.elapsed() > STARTING_WAIT {
-                        return Err(ApiError::Overloaded {
-                            message:
-                                "a request with this Idempotency-Key is still being started; retry shortly"
-                                    .into(),
-                            param: None,
-                            retry_after: Duration::from_secs(1),
-                        });
-                    }
-                    sleep(Duration::from_millis(50)).await;
-                }
-                Err(Refusal::Reused) => return Err(ApiError::IdempotencyKeyReused),
+                Ok(Found::Starting) => still_starting(waiting_since).await?,
                 Err(Refusal::Api(e)) => return Err(e),
                 Err(Refusal::Redis(e)) => return Err(unavailable(e)),
+            }
+            // Each turn of this loop follows another replica's move; a few are plenty.
+            if waiting_since.elapsed() > STARTING_WAIT {
+                return Err(starting_too_long());
             }
         }
     }
@@ -565,27 +593,28 @@ impl SharedBatches {
     ) -> Result<Found, Refusal> {
         let seen: Option<String> =
             self.redis.query(redis::cmd("GET").arg(entry)).await.map_err(Refusal::Redis)?;
-        let Some(seen) = seen.and_then(|s| serde_json::from_str::<KeyEntry>(&s).ok()) else {
-            return Ok(Found::Nothing);
+        let Some(raw) = seen else { return Ok(Found::Nothing) };
+        let Ok(seen) = serde_json::from_str::<KeyEntry>(&raw) else {
+            return Err(Refusal::Api(not_started_again("is unreadable")));
         };
         if seen.fingerprint != print {
-            return Err(Refusal::Reused);
+            return Err(Refusal::Api(ApiError::IdempotencyKeyReused));
         }
-        // Another replica is starting it this very moment.
-        let Some(id) = seen.id else { return Ok(Found::Starting) };
+        let Some(id) = seen.id else {
+            // Another replica is starting it this very moment, or stopped while it did.
+            if unix_ms().saturating_sub(seen.since_ms) > NEVER_STARTED_MS {
+                return Err(Refusal::Api(not_started_again("names a job that never finished starting")));
+            }
+            return Ok(Found::Starting);
+        };
         let Some(record) = self.record(&id).await.map_err(Refusal::Redis)? else {
             // The key names a batch whose record was never written (Redis failed the first
             // replica): it may have reached BFL, so it is not started again.
-            return Err(Refusal::Api(ApiError::Unavailable {
-                message: "the job this Idempotency-Key names cannot be found on any replica; \
-                          it is not started again, so it cannot be paid twice"
-                    .into(),
-                retry_after: None,
-            }));
+            return Err(Refusal::Api(not_started_again("names a job no replica can find")));
         };
         // Over before BFL saw it (refused for capacity, say): a retry may try again.
         if record.settled() && !record.reached_upstream() {
-            return Ok(Found::Restart);
+            return Ok(Found::Restart(raw));
         }
         tracing::info!(job = %id, "a retry with the same Idempotency-Key follows the job another replica runs");
         let limit = Duration::from_millis(record.limit_ms);
@@ -594,8 +623,8 @@ impl SharedBatches {
         Ok(Found::Batch(Arc::new(batch)))
     }
 
-    /// The key is this replica's: the batch starts here, and the key names it once started (or
-    /// is given up when it could not start).
+    /// The key is this replica's: the batch starts here, and the key names it once its record is
+    /// written (or is given up when it could not start).
     async fn start_keyed(
         self: &Arc<Self>,
         local: &Batches,
@@ -611,50 +640,66 @@ impl SharedBatches {
             return claim;
         };
         let batch = claim.batch();
-        self.publish(batch, true).await;
-        let named = KeyEntry { fingerprint: hex::encode(fingerprint), id: Some(batch.id.to_string()) };
+        if !self.publish(batch, true).await {
+            // Without its record the key must not name it: retries elsewhere wait, then are
+            // refused without a second submit.
+            return Ok(claim);
+        }
+        let named = KeyEntry {
+            fingerprint: hex::encode(fingerprint),
+            id: Some(batch.id.to_string()),
+            since_ms: unix_ms(),
+        };
         let named = serde_json::to_string(&named).map_err(|e| ApiError::internal(e.to_string()))?;
         let mut set = redis::cmd("SET");
         set.arg(entry).arg(named).arg("XX").arg("KEEPTTL");
-        if let Err(e) = self.redis.query::<Option<String>>(&set).await {
-            tracing::warn!(job = %batch.id, error = %e, "the Idempotency-Key could not be shared; a retry elsewhere waits, then is told to retry");
+        for attempt in 1..=3 {
+            match self.redis.query::<Option<String>>(&set).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(job = %batch.id, error = %e, attempt, "the Idempotency-Key could not name its job in Redis");
+                    sleep(Duration::from_millis(200)).await;
+                }
+            }
         }
         Ok(claim)
     }
 
     /// True when image `index` of batch `id` was not billed by any replica yet (it is marked
-    /// now). When Redis does not answer, true: the replica delivering the image bills it.
-    pub(super) async fn first_bill(&self, id: &JobId, index: usize) -> bool {
+    /// now). When Redis does not answer, the replica running the batch bills (`owner`), a
+    /// replica following it does not: an image is never billed twice.
+    pub(super) async fn first_bill(&self, id: &JobId, index: usize, owner: bool) -> bool {
         let mut set = redis::cmd("SET");
         set.arg(billed_key(id, index)).arg(1).arg("NX").arg("PX").arg(self.keep.as_millis() as u64);
         match self.redis.query::<Option<String>>(&set).await {
             Ok(done) => done.is_some(),
             Err(e) => {
-                tracing::warn!(job = %id, error = %e, "billing an image without the shared mark (Redis does not answer)");
-                true
+                tracing::warn!(job = %id, error = %e, owner, "an image billed only if this replica runs its job (Redis does not answer)");
+                owner
             }
         }
     }
 
+    /// Bills image `index` of `batch` (`entry`, BFL's `task_id`) unless a replica already has.
     pub(super) fn record_billing(
         self: Arc<Self>,
-        id: JobId,
+        batch: &Batch,
         index: usize,
         entry: Entry,
-        request_id: Arc<str>,
         task_id: String,
-        megapixels: Option<f64>,
     ) {
+        let (id, request_id, megapixels) = (batch.id.clone(), batch.request_id.clone(), batch.megapixels);
+        let owner = !batch.elsewhere;
         let tracker = self.tracker.clone();
         tracker.spawn(async move {
-            if self.first_bill(&id, index).await {
+            if self.first_bill(&id, index, owner).await {
                 self.usage.record(entry, &request_id, Some(&task_id), megapixels);
             }
         });
     }
 
-    /// Passes a BFL webhook this replica has no job for to every replica; true when some
-    /// replica listens.
+    /// Passes a BFL webhook this replica has no job for to every replica; true when some other
+    /// replica listens (this one's own subscription is one of the listeners counted).
     pub async fn forward_bfl_webhook(&self, token: &str, headers: &HeaderMap, body: &[u8]) -> bool {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let message = Forwarded {
@@ -665,7 +710,7 @@ impl SharedBatches {
         };
         let Ok(message) = serde_json::to_string(&message) else { return false };
         let listeners = self.redis.query::<u64>(redis::cmd("PUBLISH").arg(WEBHOOKS).arg(message)).await;
-        listeners.is_ok_and(|n| n > 0)
+        listeners.is_ok_and(|n| n > 1)
     }
 
     async fn listen(self: Arc<Self>, inbox: Arc<WebhookInbox>) {
@@ -711,14 +756,40 @@ enum Found {
     Starting,
     /// The batch to join, followed from its record.
     Batch(Arc<Batch>),
-    /// Its batch ended without reaching BFL: the key may be used afresh.
-    Restart,
+    /// Its batch ended without reaching BFL: the key (whose entry is this) may be used afresh.
+    Restart(String),
 }
 
 enum Refusal {
-    Reused,
     Api(ApiError),
     Redis(RedisError),
+}
+
+/// Waits a moment for another replica to start the batch a key names, or 503 once it has taken
+/// `STARTING_WAIT`.
+async fn still_starting(since: Instant) -> Result<(), ApiError> {
+    if since.elapsed() > STARTING_WAIT {
+        return Err(starting_too_long());
+    }
+    sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+fn starting_too_long() -> ApiError {
+    ApiError::Overloaded {
+        message: "a request with this Idempotency-Key is still being started; retry shortly".into(),
+        param: None,
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+/// A key whose first request may have reached BFL but whose job cannot be followed: refused,
+/// never started again.
+fn not_started_again(why: &str) -> ApiError {
+    ApiError::Unavailable {
+        message: format!("this Idempotency-Key {why}; it is not started again, so it cannot be paid twice"),
+        retry_after: None,
+    }
 }
 
 /// A BFL webhook as one replica passes it to the others: what authenticates it, and its body.

@@ -3,8 +3,8 @@
 //! `<uuid>|<amount>`, scored by when it expires, in Redis's time), taken by a Lua script that
 //! first drops expired leases and then checks `base + held + amount <= limit` (`base`: a counter
 //! such as what the client has spent in the period). This replica renews its holds every third
-//! of `coordination.lease_secs` (putting back any Redis lost) and removes each when it is
-//! dropped; a replica that dies stops renewing and its holds expire by themselves.
+//! of `coordination.lease_secs` and removes each when it is dropped; a replica that dies stops
+//! renewing and its holds expire by themselves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,12 +35,14 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
 return 'ok'
 ";
 
-/// Sets each member's expiry a lease from now (adding back any Redis lost).
+/// Sets each member's expiry a lease from now. Only members still there (`XX`): a hold released
+/// (or refused) while the renewal was on its way is not brought back; one Redis lost stays lost
+/// (the limit undercounts until its request ends).
 const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return 1

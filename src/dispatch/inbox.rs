@@ -45,8 +45,10 @@ pub enum Delivered {
     Accepted,
     /// The job already ended (or its queue is full): nothing to do, and nothing wrong.
     Replayed,
-    /// No job has this token (never had, or ended too long ago), or webhooks are off.
+    /// An authentic call naming no job of this replica (never had, or ended too long ago).
     Unknown,
+    /// BFL webhooks are off here: nothing can be checked.
+    Off,
     /// Neither `X-Webhook-Secret` nor `X-BFL-Signature` proves the sender knows the secret.
     Unauthorized,
     /// Authentic but not a `ResultResponse` document.
@@ -123,7 +125,7 @@ impl WebhookInbox {
     /// Takes one call from BFL: the secret first (so nothing about tokens leaks without it), then
     /// the token, then the document.
     pub fn deliver(&self, token: &str, headers: &HeaderMap, body: &[u8]) -> Delivered {
-        let Some(settings) = &self.settings else { return Delivered::Unknown };
+        let Some(settings) = &self.settings else { return Delivered::Off };
         if !webhook::authentic(&settings.secret, headers, body) {
             return Delivered::Unauthorized;
         }
@@ -208,9 +210,9 @@ mod tests {
     }
 
     #[test]
-    fn with_webhooks_off_nothing_registers_and_every_call_is_unknown() {
+    fn with_webhooks_off_nothing_registers_and_every_call_is_refused() {
         let inbox = Arc::new(WebhookInbox::new(None));
         assert!(inbox.register().is_none());
-        assert_eq!(inbox.deliver("t", &with_secret("s3cret"), READY), Delivered::Unknown);
+        assert_eq!(inbox.deliver("t", &with_secret("s3cret"), READY), Delivered::Off);
     }
 }

@@ -35,8 +35,11 @@ pub(super) async fn receive_bfl_webhook(
         // A replay is answered like the first delivery: BFL has nothing to retry.
         Delivered::Accepted | Delivered::Replayed => Json(json!({"received": true})).into_response(),
         Delivered::Unauthorized => ApiError::WebhookUnauthorized.into_response(),
+        Delivered::Off => {
+            ApiError::RouteNotFound("BFL webhooks are not on for this gateway".to_owned()).into_response()
+        }
         Delivered::Unknown => {
-            // Another replica may follow the task: the webhook is passed to all of them.
+            // Another replica may follow the task: an authentic webhook is passed to all of them.
             let forwarded = match &state.shared_batches {
                 Some(shared) => shared.forward_bfl_webhook(&token, &headers, &body).await,
                 None => false,

@@ -50,9 +50,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
 }
 
 impl Incoming {
-    fn origin(self, kind: Kind) -> (Origin, HeaderMap) {
+    fn origin(self, kind: Kind, asynchronous: bool) -> (Origin, HeaderMap) {
         let Incoming { request_id, caller, headers, link_base } = self;
-        (Origin { owner: caller, request_id, kind, link_base }, headers)
+        (Origin { owner: caller, request_id, kind, link_base, asynchronous }, headers)
     }
 }
 
@@ -62,7 +62,7 @@ pub(super) async fn create_image(
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let (origin, headers) = incoming.origin(Kind::Generation);
+    let (origin, headers) = incoming.origin(Kind::Generation, false);
     let batch = begin(&state, origin, &headers, "generations", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
@@ -74,7 +74,7 @@ pub(super) async fn edit_image(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (fields, job) = parse_edit(&state, &incoming.headers, body).await?;
-    let (origin, headers) = incoming.origin(Kind::Edit);
+    let (origin, headers) = incoming.origin(Kind::Edit, false);
     let batch = begin(&state, origin, &headers, "edits", &fields, job).await?;
     present(&state, batch.batch().clone()).await
 }
@@ -85,7 +85,7 @@ pub(super) async fn create_image_async(
     JsonFields(fields): JsonFields,
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
-    let (origin, headers) = incoming.origin(Kind::Generation);
+    let (origin, headers) = incoming.origin(Kind::Generation, true);
     submit_async(&state, origin, &headers, "async/generations", &fields, job).await
 }
 
@@ -95,7 +95,7 @@ pub(super) async fn edit_image_async(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (fields, job) = parse_edit(&state, &incoming.headers, body).await?;
-    let (origin, headers) = incoming.origin(Kind::Edit);
+    let (origin, headers) = incoming.origin(Kind::Edit, true);
     submit_async(&state, origin, &headers, "async/edits", &fields, job).await
 }
 
