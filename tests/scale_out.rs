@@ -239,6 +239,17 @@ async fn without_redis_a_replica_serves_on_its_share_says_so_and_returns_to_shar
     }))
     .await;
     assert!(statuses.iter().all(|s| *s == 200), "requests keep succeeding: {statuses:?}");
+    // Idempotency keys are this replica's own meanwhile: a retry here still joins its job.
+    let keyed = || {
+        http.post(format!("{base}/v1/images/generations"))
+            .header("Idempotency-Key", "while-degraded")
+            .json(&json!({"model": "flux-2-klein-4b", "prompt": "keyed while degraded"}))
+            .send()
+    };
+    let first: Value = keyed().await.unwrap().json().await.unwrap();
+    let again: Value = keyed().await.unwrap().json().await.unwrap();
+    assert!(first["data"][0]["url"].is_string(), "{first}");
+    assert_eq!(first["data"], again["data"], "the retry joined the first job");
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     assert!(ready.text().await.unwrap().contains("degraded"), "readiness says it is degraded");

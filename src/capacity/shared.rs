@@ -193,6 +193,10 @@ impl RedisLedger {
         for (slot, held) in self.held().iter() {
             by_key.entry(held.key.clone()).or_default().push((*slot, held.class == SlotClass::KontextMax));
         }
+        if by_key.is_empty() {
+            // Nothing to write: a probe says whether Redis answers at all.
+            let _: String = self.redis.query(&redis::cmd("PING")).await.map_err(|e| LedgerError(e.0))?;
+        }
         for (key, slots) in &by_key {
             let mut call = self.renew.prepare_invoke();
             call.key(general_set(key)).key(kontext_set(key)).arg(lease_ms(self.settings.lease));
