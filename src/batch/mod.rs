@@ -13,9 +13,9 @@ pub use shared::SharedBatches;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument;
 
 use crate::clients::{Caller, JobsHold};
@@ -57,12 +57,16 @@ pub struct Origin {
     pub asynchronous: bool,
 }
 
-/// What a batch holds of its client's limits until its jobs end: room among its concurrent jobs,
-/// and a share of its budget.
+/// What a batch holds of its client's limits: room among its concurrent jobs until they end, and
+/// a share of its budget until each image is billed (or counted as not delivered), at most
+/// `BILLING_GRACE` past the jobs' end (a client that left before its delivery).
 pub struct Holds {
     pub jobs: Option<JobsHold>,
     pub budget: Option<Reservation>,
 }
+
+/// How long past its jobs' end a batch's budget share waits for their images to be accounted.
+const BILLING_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Batch {
     /// The async job's id (`job_…`); also the id of the first image's job record.
@@ -89,6 +93,9 @@ pub struct Batch {
     accounted: Vec<AtomicBool>,
     /// Per image: a delivery that failed (or timed out) without ending it was counted.
     missed: Vec<AtomicBool>,
+    /// Images accounted so far (billed, or counted as failed or not delivered): the budget share
+    /// waits for all of them.
+    accounts: Arc<watch::Sender<usize>>,
     /// Another replica runs the batch (its statuses come from the shared record): its failures
     /// are counted there.
     elsewhere: bool,
@@ -113,6 +120,7 @@ struct Assembly {
     price_usd: f64,
     megapixels: Option<f64>,
     elsewhere: bool,
+    accounts: Arc<watch::Sender<usize>>,
 }
 
 /// The images of a batch ready to send, with their share of the b64 budget (kept until the reply
@@ -125,7 +133,7 @@ pub struct Images {
 
 impl Batch {
     /// Starts one job per image `job` asks for (all or none). `holds` are given back when every
-    /// job has ended.
+    /// job has ended (the budget share once their images are accounted, see `Holds`).
     pub fn start(
         dispatcher: &Dispatcher,
         usage: &Usage,
@@ -142,9 +150,14 @@ impl Batch {
         };
         let handles = dispatcher.start_all(job.fan_out())?;
         let ends: Vec<_> = handles.iter().map(JobHandle::settled).collect();
+        let (accounts, mut accounted) = watch::channel(0usize);
+        let images = handles.len();
         dispatcher.tracker().spawn(async move {
             futures_util::future::join_all(ends).await;
-            drop(holds);
+            let Holds { jobs, budget } = holds;
+            drop(jobs);
+            let _ = tokio::time::timeout(BILLING_GRACE, accounted.wait_for(|done| *done >= images)).await;
+            drop(budget);
         });
         let first = handles.first().ok_or_else(|| ApiError::internal("a request with no images"))?;
         let id = first.id().clone();
@@ -168,6 +181,7 @@ impl Batch {
             price_usd,
             megapixels,
             elsewhere: false,
+            accounts: Arc::new(accounts),
         }))
     }
 
@@ -188,6 +202,7 @@ impl Batch {
             price_usd,
             megapixels,
             elsewhere,
+            accounts,
         } = parts;
         let accounted = handles.iter().map(|_| AtomicBool::new(false)).collect();
         let missed = handles.iter().map(|_| AtomicBool::new(false)).collect();
@@ -208,6 +223,7 @@ impl Batch {
             megapixels,
             accounted,
             missed,
+            accounts,
             elsewhere,
             shared: OnceLock::new(),
         }
@@ -329,11 +345,13 @@ impl Batch {
                     && self.missed.get(index).is_some_and(|m| !m.swap(true, Ordering::SeqCst))
                 {
                     self.count_failure(e);
+                    self.accounted_one();
                 }
             }
             (Err(e), _) => {
                 if self.first_accounting(index) {
                     self.count_failure(e);
+                    self.accounted_one();
                 }
             }
         }
@@ -348,6 +366,7 @@ impl Batch {
                 JobStatus::Failed(failure) => {
                     if self.first_accounting(index) {
                         self.count_failure(&ApiError::from(failure));
+                        self.accounted_one();
                     }
                 }
                 JobStatus::Queued | JobStatus::Submitted | JobStatus::Running { .. } => {}
@@ -358,6 +377,11 @@ impl Batch {
     /// Where and when the batch's request came in, for links to its re-hosted images.
     fn link_origin(&self) -> LinkOrigin<'_> {
         LinkOrigin { base: self.link_base.as_deref(), anchor: self.created_at }
+    }
+
+    /// One more image accounted for: the budget share may go once all are.
+    fn accounted_one(&self) {
+        self.accounts.send_modify(|done| *done += 1);
     }
 
     fn first_accounting(&self, index: usize) -> bool {
@@ -378,7 +402,10 @@ impl Batch {
         };
         match self.shared.get() {
             Some(shared) => shared.clone().record_billing(self, index, entry, finished.task_id.clone()),
-            None => self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels),
+            None => {
+                self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels);
+                self.accounted_one();
+            }
         }
     }
 

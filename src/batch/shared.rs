@@ -451,6 +451,7 @@ impl SharedBatches {
             price_usd: record.price_usd,
             megapixels: record.megapixels,
             elsewhere: true,
+            accounts: Arc::new(watch::channel(0).0),
         });
         let _ = batch.shared.set(self.clone());
         Ok((batch, senders))
@@ -689,12 +690,13 @@ impl SharedBatches {
         task_id: String,
     ) {
         let (id, request_id, megapixels) = (batch.id.clone(), batch.request_id.clone(), batch.megapixels);
-        let owner = !batch.elsewhere;
+        let (owner, accounts) = (!batch.elsewhere, batch.accounts.clone());
         let tracker = self.tracker.clone();
         tracker.spawn(async move {
             if self.first_bill(&id, index, owner).await {
                 self.usage.record(entry, &request_id, Some(&task_id), megapixels);
             }
+            accounts.send_modify(|done| *done += 1);
         });
     }
 
