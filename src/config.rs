@@ -1161,6 +1161,17 @@ mod tests {
         let random =
             load(vec![("upstream.webhook_base_url", "https://gw.example.com".into())]).expect("valid");
         assert!(random.dispatch.bfl_webhooks.expect("on").secret.expose_secret().len() >= 32);
+        // Replicas sharing Redis must share the secret: a webhook may reach any of them.
+        let shared = |secret: &str| {
+            load(vec![
+                ("coordination.backend", "redis".into()),
+                ("upstream.webhook_base_url", "https://gw.example.com".into()),
+                ("upstream.webhook_secret", secret.into()),
+            ])
+        };
+        let err = shared("").expect_err("no shared secret");
+        assert!(err.to_string().contains("upstream.webhook_secret"), "{err}");
+        assert!(shared("a-long-enough-secret").is_ok());
     }
 
     fn delivery(pairs: Vec<(&'static str, config::Value)>) -> Result<Settings, ConfigError> {

@@ -241,8 +241,9 @@ impl Inner {
             }
             _ => SubmitBody::new(&job),
         };
-        // Each stage is boxed while it runs, so the task's own state between polls (most of a
-        // job's life, times ten thousand) is only the stage in progress, not the largest one.
+        // Each stage (and each slot release) is boxed while it runs, so the task's own state
+        // between polls (most of a job's life, times ten thousand) is only the stage in
+        // progress, not the largest one.
         let admission = Box::pin(self.admit(&job, &body, deadline, &abandon, &reporter)).await;
         // BFL has the images now (or never will): spooled references can go.
         drop(body);
@@ -258,13 +259,13 @@ impl Inner {
                 // BFL may run a task we cannot see: its slot stays taken until it must be over
                 // (and for at least a typical run, should the answer have come late).
                 sleep_until(deadline.max(Instant::now() + job.model.expected)).await;
-                lease.release().await;
+                Box::pin(lease.release()).await;
             }
             Admission::Accepted { lease, reply } => {
                 match Box::pin(self.follow(&lease, &job, reply, &reporter, webhook.as_mut())).await {
                     Followed::Over(Ok(mut finished)) => {
                         // BFL's task is over: its slot goes before the image is copied.
-                        lease.release().await;
+                        Box::pin(lease.release()).await;
                         if self.delivery.store().is_some() {
                             let until = rehost_until(deadline);
                             finished.stored = Box::pin(self.delivery.rehost(&finished, until)).await;
@@ -273,12 +274,12 @@ impl Inner {
                     }
                     Followed::Over(Err(failure)) => {
                         reporter.fail(failure);
-                        lease.release().await;
+                        Box::pin(lease.release()).await;
                     }
                     Followed::Unfollowable(failure) => {
                         reporter.fail(failure);
                         sleep_until(deadline.max(Instant::now() + job.model.expected)).await;
-                        lease.release().await;
+                        Box::pin(lease.release()).await;
                     }
                 }
             }

@@ -63,7 +63,8 @@ pub(super) async fn create_image(
 ) -> Result<Response, ApiError> {
     let job = parse_generation(&state, &fields).await?;
     let (origin, headers) = incoming.origin(Kind::Generation, false);
-    let batch = begin(&state, origin, &headers, "generations", &fields, job).await?;
+    // Boxed: the request's future keeps only what it waits on now, not begin's state.
+    let batch = Box::pin(begin(&state, origin, &headers, "generations", &fields, job)).await?;
     present(&state, batch.batch().clone()).await
 }
 
@@ -73,9 +74,9 @@ pub(super) async fn edit_image(
     incoming: Incoming,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (fields, job) = parse_edit(&state, &incoming.headers, body).await?;
+    let (fields, job) = Box::pin(parse_edit(&state, &incoming.headers, body)).await?;
     let (origin, headers) = incoming.origin(Kind::Edit, false);
-    let batch = begin(&state, origin, &headers, "edits", &fields, job).await?;
+    let batch = Box::pin(begin(&state, origin, &headers, "edits", &fields, job)).await?;
     present(&state, batch.batch().clone()).await
 }
 
@@ -94,7 +95,7 @@ pub(super) async fn edit_image_async(
     incoming: Incoming,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (fields, job) = parse_edit(&state, &incoming.headers, body).await?;
+    let (fields, job) = Box::pin(parse_edit(&state, &incoming.headers, body)).await?;
     let (origin, headers) = incoming.origin(Kind::Edit, true);
     submit_async(&state, origin, &headers, "async/edits", &fields, job).await
 }
@@ -249,7 +250,7 @@ async fn submit_async(
         None => None,
     };
     state.batches.check_room()?;
-    let claim = begin(state, origin, headers, endpoint, fields, job).await?;
+    let claim = Box::pin(begin(state, origin, headers, endpoint, fields, job)).await?;
     let batch = claim.batch().clone();
     if let Claim::Joined(batch) = &claim
         && !batch.is_elsewhere()
