@@ -100,6 +100,21 @@ impl ApiError {
         ApiError::PayloadTooLarge { message: message.into(), param }
     }
 
+    /// A 413 when the request declares (`Content-Length`) a body above `limit`: refused before
+    /// any of it is read.
+    pub fn declared_too_large(headers: &axum::http::HeaderMap, limit: usize) -> Option<ApiError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())?;
+        (declared > limit as u64).then(|| {
+            ApiError::too_large(
+                None,
+                format!("the request body is {declared} bytes; this endpoint accepts at most {limit}"),
+            )
+        })
+    }
+
     /// True when `error` (a body read failure, at any depth) is the body timeout firing.
     pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         let mut current = Some(error);

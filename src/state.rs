@@ -85,6 +85,12 @@ pub struct AppState {
     draining: Arc<AtomicBool>,
 }
 
+impl axum::extract::FromRef<AppState> for crate::openai::JsonLimit {
+    fn from_ref(state: &AppState) -> Self {
+        crate::openai::JsonLimit(state.server.max_json_bytes)
+    }
+}
+
 impl AppState {
     /// The state of a gateway built from these parts (`startup` builds them from `Settings`).
     pub fn from_parts(parts: Parts) -> AppState {

@@ -6,7 +6,7 @@ mod fields;
 pub use fields::Fields;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -14,13 +14,25 @@ use serde_json::Value;
 use crate::error::ApiError;
 
 /// A JSON object body read into `Fields`. Any Content-Type is accepted as long as the body is
-/// JSON (curl users often forget the header); the size limit is the route's body limit.
+/// JSON (curl users often forget the header). A declared length over `JsonLimit` is a 413 before
+/// any byte is read (checked here rather than by a layer: a layer costs every request in flight
+/// a boxed future); the route's body limit stops a body that runs past it.
 pub struct JsonFields(pub Fields);
 
-impl<S: Send + Sync> FromRequest<S> for JsonFields {
+/// The largest JSON body the gateway reads (`server.max_json_bytes`), from the app's state.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimit(pub usize);
+
+impl<S: Send + Sync> FromRequest<S> for JsonFields
+where
+    JsonLimit: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(e) = ApiError::declared_too_large(req.headers(), JsonLimit::from_ref(state).0) {
+            return Err(e);
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(None, "the request body is too large")

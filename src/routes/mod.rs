@@ -19,15 +19,14 @@ use crate::state::AppState;
 
 /// Routes that need a client token.
 pub fn api(state: &AppState) -> Router<AppState> {
-    let limit = state.server.max_json_bytes;
+    // A declared length over the limit is refused by `JsonFields` before the body is read.
     let json = Router::new()
         .route("/v1/images/generations", post(images::create_image))
         .route("/v1/async/images/generations", post(images::create_image_async))
         .route("/v1/async/jobs/{id}", get(images::get_async_job))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{id}", get(models::get_model))
-        .layer(DefaultBodyLimit::max(state.server.max_json_bytes))
-        .route_layer(axum::middleware::from_fn(move |req, next| declared_length_within(limit, req, next)));
+        .layer(DefaultBodyLimit::max(state.server.max_json_bytes));
     // Edits stream their uploads and enforce per-file and per-part limits themselves.
     let edits = Router::new()
         .route("/v1/images/edits", post(images::edit_image))

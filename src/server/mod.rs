@@ -29,9 +29,7 @@ use crate::state::AppState;
 use connections::{Connections, Phase};
 
 pub fn app(state: AppState) -> Router {
-    let api = routes::api(&state)
-        .route_layer(from_fn_with_state(state.clone(), authenticate))
-        .route_layer(from_fn(note_route));
+    let api = routes::api(&state).route_layer(from_fn_with_state(state.clone(), authenticate));
     let playground = if state.server.playground {
         routes::playground().route_layer(from_fn(note_route))
     } else {
