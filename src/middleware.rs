@@ -1,7 +1,9 @@
 //! Cross-cutting request handling: request ids, client-token checks, panic containment. The one
 //! place the layer stack is assembled is `server::app`.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -26,45 +28,108 @@ fn sane(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-/// Puts `x-request-id` on every response and runs the request inside a span that carries it.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| sane(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
-    // The request's one log line ("done") carries these, filled in by the handler as it learns
-    // them: the client, the model, BFL's task and how long BFL took, the prompt if configured.
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        method = %req.method(),
-        path = %req.uri().path(),
-        client = Empty,
-        model = Empty,
-        task = Empty,
-        upstream_ms = Empty,
-        prompt = Empty,
-    );
-    req.extensions_mut().insert(RequestId(Arc::from(id.as_str())));
-    let started = Instant::now();
-    let route = RouteSlot::default();
-    req.extensions_mut().insert(route.clone());
-    let mut response = next.run(req).instrument(span.clone()).await;
-    metrics::http_request(&route.get(), response.status().as_u16(), started.elapsed());
-    span.in_scope(|| {
-        let (status, ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
-        match response.extensions().get::<ErrorCause>() {
+/// Puts `x-request-id` on every response, runs the request inside a span that carries it, and
+/// writes the request's log line and HTTP metrics when it is answered. A tower layer of its own
+/// (not `from_fn`): its future is the inner one plus a few fields, with no box and no clone of
+/// the service under it, for every request in flight.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLogLayer;
+
+impl<S> tower::Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+
+    fn layer(&self, inner: S) -> RequestLog<S> {
+        RequestLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestLog<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for RequestLog<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Logged<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Logged<S::Future> {
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| sane(v))
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+        // The request's one log line ("done") carries these, filled in by the handler as it
+        // learns them: the client, the model, BFL's task and how long BFL took, the prompt if
+        // configured.
+        let span = tracing::info_span!(
+            "request",
+            id = %id,
+            method = %req.method(),
+            path = %req.uri().path(),
+            client = Empty,
+            model = Empty,
+            task = Empty,
+            upstream_ms = Empty,
+            prompt = Empty,
+        );
+        req.extensions_mut().insert(RequestId(Arc::from(id.as_str())));
+        let route = RouteSlot::default();
+        req.extensions_mut().insert(route.clone());
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Logged { inner: inner.instrument(span), id, route, started: Instant::now() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way, with what its log line needs.
+    pub struct Logged<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        id: String,
+        route: RouteSlot,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for Logged<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut response = match this.inner.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(response)) => response,
+        };
+        let elapsed = this.started.elapsed();
+        metrics::http_request(&this.route.get(), response.status().as_u16(), elapsed);
+        let (status, ms) = (response.status().as_u16(), elapsed.as_millis() as u64);
+        let span = this.inner.as_ref().span().clone();
+        span.in_scope(|| match response.extensions().get::<ErrorCause>() {
             Some(ErrorCause(cause)) => tracing::error!(status, ms, %cause, "done with an internal error"),
             None => tracing::info!(status, ms, "done"),
+        });
+        if let Ok(value) = HeaderValue::from_str(this.id) {
+            response.headers_mut().insert(REQUEST_ID, value);
         }
-    });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+        Poll::Ready(Ok(response))
     }
-    response
 }
 
 /// Where the route pattern a request matched is noted (by `note_route`, inside the router), for

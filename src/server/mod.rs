@@ -22,7 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::ApiError;
-use crate::middleware::{authenticate, note_route, panic_response, request_id};
+use crate::middleware::{RequestLogLayer, authenticate, note_route, panic_response};
 use crate::routes;
 use crate::state::AppState;
 
@@ -52,7 +52,7 @@ pub fn app(state: AppState) -> Router {
         // A body that stalls this long between two chunks fails its read (408 where it is read).
         .layer(RequestBodyTimeoutLayer::new(state.server.body_timeout))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn(request_id))
+        .layer(RequestLogLayer)
         .with_state(state)
 }
 
