@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, Ready, ready};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::clients::Clients;
 use crate::error::{ApiError, ErrorCause};
-use crate::state::AppState;
 use crate::telemetry::metrics;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -143,32 +144,69 @@ impl RouteSlot {
     }
 }
 
-/// Notes the matched route pattern (`/v1/async/jobs/{id}`, never the path itself) in the slot.
-pub async fn note_route(req: Request, next: Next) -> Response {
-    note(&req);
-    next.run(req).await
+/// Inside the router, on every route: notes the matched route pattern (`/v1/async/jobs/{id}`,
+/// never the path itself) for the request log and, on routes that need a client token, finds the
+/// request's client (`clients::Clients::identify`, constant time) or answers 401; the `Caller`
+/// goes into the request's extensions for the handlers. A tower layer (not `from_fn`), so it
+/// costs a request in flight neither a boxed future nor a clone of the service below it.
+#[derive(Clone)]
+pub struct RouteGuard {
+    clients: Option<Arc<Clients>>,
 }
 
-fn note(req: &Request) {
-    if let (Some(path), Some(slot)) =
-        (req.extensions().get::<MatchedPath>(), req.extensions().get::<RouteSlot>())
-    {
-        let _ = slot.0.set(path.as_str().to_owned());
+impl RouteGuard {
+    /// Routes open to anyone (or checking their own credential: signed links, BFL's secret).
+    pub fn open() -> RouteGuard {
+        RouteGuard { clients: None }
+    }
+
+    /// Routes that need a client token.
+    pub fn authenticated(clients: Arc<Clients>) -> RouteGuard {
+        RouteGuard { clients: Some(clients) }
     }
 }
 
-/// Notes the route (as `note_route` does; one layer rather than two, since each layer costs every
-/// request in flight a boxed future and a clone of the service under it), then finds the
-/// request's client (`clients::Clients::identify`, constant time) or answers 401; the `Caller`
-/// goes into the request's extensions for the handlers.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    note(&req);
-    match state.clients.identify(req.headers()) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+impl<S> tower::Layer<S> for RouteGuard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded { inner, clients: self.clients.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    clients: Option<Arc<Clients>>,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if let (Some(path), Some(slot)) =
+            (req.extensions().get::<MatchedPath>(), req.extensions().get::<RouteSlot>())
+        {
+            let _ = slot.0.set(path.as_str().to_owned());
         }
-        Err(e) => e.into_response(),
+        if let Some(clients) = &self.clients {
+            match clients.identify(req.headers()) {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                }
+                Err(e) => return Either::Left(ready(Ok(e.into_response()))),
+            }
+        }
+        Either::Right(self.inner.call(req))
     }
 }
 

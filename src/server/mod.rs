@@ -15,34 +15,33 @@ use std::future::Future;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware::{from_fn, from_fn_with_state};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::ApiError;
-use crate::middleware::{RequestLogLayer, authenticate, note_route, panic_response};
+use crate::middleware::{RequestLogLayer, RouteGuard, panic_response};
 use crate::routes;
 use crate::state::AppState;
 
 use connections::{Connections, Phase};
 
 pub fn app(state: AppState) -> Router {
-    let api = routes::api(&state).route_layer(from_fn_with_state(state.clone(), authenticate));
+    let api = routes::api(&state).route_layer(RouteGuard::authenticated(state.clients.clone()));
     let playground = if state.server.playground {
-        routes::playground().route_layer(from_fn(note_route))
+        routes::playground().route_layer(RouteGuard::open())
     } else {
         Router::new()
     };
     Router::new()
         .merge(api)
         .merge(playground)
-        .merge(routes::admin().route_layer(from_fn(note_route)))
-        .merge(routes::upstream().route_layer(from_fn(note_route)))
+        .merge(routes::admin().route_layer(RouteGuard::open()))
+        .merge(routes::upstream().route_layer(RouteGuard::open()))
         // Re-hosted images: the link's signature is their credential, not a client token.
-        .merge(routes::files().route_layer(from_fn(note_route)))
-        .merge(routes::probes().route_layer(from_fn(note_route)))
+        .merge(routes::files().route_layer(RouteGuard::open()))
+        .merge(routes::probes().route_layer(RouteGuard::open()))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })
