@@ -1,4 +1,5 @@
-//! Cross-cutting request handling: request ids, client-token checks, panic containment. The one
+//! Cross-cutting request handling: the request log (ids, span, log line, metrics), route noting
+//! and client-token checks (`RouteGuard`), panic containment. The one
 //! place the layer stack is assembled is `server::app`.
 
 use std::pin::Pin;
