@@ -422,6 +422,24 @@ async fn async_jobs_and_idempotency_keys_belong_to_the_cluster_not_a_replica() {
         .unwrap();
     assert_eq!(reused.status(), 422, "the key with another request is refused on any replica");
 
+    // A keyed request BFL refuses is over before BFL took it (its record says so at once): a
+    // retry on the other replica is refused the same way, at once, not after the deadline (it
+    // tries again, or, when it arrives before the record's last write, reads that write).
+    let refused = json!({"model": "flux-2-klein-4b", "prompt": "refused [submit:400]"});
+    let send = |base: &str| {
+        http.post(format!("{base}/v1/images/generations"))
+            .header("Idempotency-Key", "k-2")
+            .json(&refused)
+            .send()
+    };
+    assert_eq!(send(&one).await.unwrap().status(), 400);
+    let attempts = cluster.stats().await["submit_attempts"].as_u64().unwrap();
+    let started = Instant::now();
+    assert_eq!(send(&two).await.unwrap().status(), 400);
+    assert!(started.elapsed() < Duration::from_secs(10), "not a wait for the deadline");
+    let now = cluster.stats().await["submit_attempts"].as_u64().unwrap();
+    assert!(now <= attempts + 1, "at most one more submit: {attempts} then {now}");
+
     // Billed once each: the async image and the keyed one, whichever replica delivered them.
     let started = Instant::now();
     loop {

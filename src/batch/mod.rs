@@ -93,9 +93,10 @@ pub struct Batch {
     accounted: Vec<AtomicBool>,
     /// Per image: a delivery that failed (or timed out) without ending it was counted.
     missed: Vec<AtomicBool>,
-    /// Images accounted so far (billed, or counted as failed or not delivered): the budget share
-    /// waits for all of them.
+    /// Images accounted so far (billed, or counted as failed or not delivered; each once, by
+    /// `counted`): the budget share waits for all of them.
     accounts: Arc<watch::Sender<usize>>,
+    counted: Arc<[AtomicBool]>,
     /// Another replica runs the batch (its statuses come from the shared record): its failures
     /// are counted there.
     elsewhere: bool,
@@ -156,7 +157,9 @@ impl Batch {
             futures_util::future::join_all(ends).await;
             let Holds { jobs, budget } = holds;
             drop(jobs);
-            let _ = tokio::time::timeout(BILLING_GRACE, accounted.wait_for(|done| *done >= images)).await;
+            if budget.is_some() {
+                let _ = tokio::time::timeout(BILLING_GRACE, accounted.wait_for(|done| *done >= images)).await;
+            }
             drop(budget);
         });
         let first = handles.first().ok_or_else(|| ApiError::internal("a request with no images"))?;
@@ -206,6 +209,7 @@ impl Batch {
         } = parts;
         let accounted = handles.iter().map(|_| AtomicBool::new(false)).collect();
         let missed = handles.iter().map(|_| AtomicBool::new(false)).collect();
+        let counted = handles.iter().map(|_| AtomicBool::new(false)).collect();
         Batch {
             id,
             owner,
@@ -224,6 +228,7 @@ impl Batch {
             accounted,
             missed,
             accounts,
+            counted,
             elsewhere,
             shared: OnceLock::new(),
         }
@@ -345,13 +350,13 @@ impl Batch {
                     && self.missed.get(index).is_some_and(|m| !m.swap(true, Ordering::SeqCst))
                 {
                     self.count_failure(e);
-                    self.accounted_one();
+                    self.accounted_one(index);
                 }
             }
             (Err(e), _) => {
                 if self.first_accounting(index) {
                     self.count_failure(e);
-                    self.accounted_one();
+                    self.accounted_one(index);
                 }
             }
         }
@@ -366,7 +371,7 @@ impl Batch {
                 JobStatus::Failed(failure) => {
                     if self.first_accounting(index) {
                         self.count_failure(&ApiError::from(failure));
-                        self.accounted_one();
+                        self.accounted_one(index);
                     }
                 }
                 JobStatus::Queued | JobStatus::Submitted | JobStatus::Running { .. } => {}
@@ -379,9 +384,9 @@ impl Batch {
         LinkOrigin { base: self.link_base.as_deref(), anchor: self.created_at }
     }
 
-    /// One more image accounted for: the budget share may go once all are.
-    fn accounted_one(&self) {
-        self.accounts.send_modify(|done| *done += 1);
+    /// Image `index` is accounted for (the first time only): the budget share may go once all are.
+    fn accounted_one(&self, index: usize) {
+        account(&self.accounts, &self.counted, index);
     }
 
     fn first_accounting(&self, index: usize) -> bool {
@@ -404,7 +409,7 @@ impl Batch {
             Some(shared) => shared.clone().record_billing(self, index, entry, finished.task_id.clone()),
             None => {
                 self.usage.record(entry, &self.request_id, Some(&finished.task_id), self.megapixels);
-                self.accounted_one();
+                self.accounted_one(index);
             }
         }
     }
@@ -420,5 +425,13 @@ impl Batch {
             kind: error.code().unwrap_or("internal_error").to_owned(),
         };
         self.usage.record(entry, &self.request_id, None, None);
+    }
+}
+
+/// Counts image `index` as accounted in `accounts`, once whatever happens to it later (an image
+/// first missed, then billed through a retry, is one image).
+fn account(accounts: &watch::Sender<usize>, counted: &[AtomicBool], index: usize) {
+    if counted.get(index).is_some_and(|c| !c.swap(true, Ordering::SeqCst)) {
+        accounts.send_modify(|done| *done += 1);
     }
 }

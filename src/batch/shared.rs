@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Assembly, Batch, Batches, Claim, IdempotencyKey, Kind, Phase};
+use crate::bfl::UpstreamError;
 use crate::bfl::webhook::{SECRET_HEADER, SIGNATURE_HEADER};
 use crate::catalog::Catalog;
 use crate::clients::Caller;
@@ -54,7 +55,7 @@ const COALESCE: Duration = Duration::from_millis(100);
 const STARTING_WAIT: Duration = Duration::from_secs(3);
 /// A key taken this long ago that still names no batch was never started (its replica stopped
 /// or lost Redis in between); it is not started again either.
-const NEVER_STARTED_MS: u64 = 30_000;
+const NEVER_STARTED_MS: i64 = 30_000;
 const WEBHOOKS: &str = "fluxgate:bfl-webhooks";
 
 fn record_key(id: &str) -> String {
@@ -81,13 +82,6 @@ fn key_entry(owner: &Caller, key: &IdempotencyKey) -> String {
 struct KeyEntry {
     fingerprint: String,
     id: Option<String>,
-    /// When the key was taken, unix ms: a key that names no batch long after was never started.
-    #[serde(default)]
-    since_ms: u64,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Deletes the key only if it still holds what was read (another replica may have taken it anew).
@@ -141,6 +135,9 @@ enum Stored {
         /// Kept as they are, so another replica answers with the same code.
         moderated: Option<(bool, u8)>,
         deadline_ms: Option<u64>,
+        /// BFL refused the request as invalid: its message and field.
+        #[serde(default)]
+        invalid: Option<(String, Option<String>)>,
     },
 }
 
@@ -171,6 +168,12 @@ impl From<&JobStatus> for Stored {
                     JobFailure::DeadlineExceeded { deadline, .. } => Some(deadline.as_millis() as u64),
                     _ => None,
                 },
+                invalid: match failure {
+                    JobFailure::Refused(UpstreamError::Invalid { message, field }) => {
+                        Some((message.clone(), field.clone()))
+                    }
+                    _ => None,
+                },
             },
         }
     }
@@ -198,16 +201,19 @@ impl Stored {
                     }),
                 }
             }
-            Stored::Failed { message, reached_upstream, moderated, deadline_ms } => {
-                JobStatus::Failed(match (moderated, deadline_ms) {
-                    (Some((request, safety_tolerance)), _) => {
+            Stored::Failed { message, reached_upstream, moderated, deadline_ms, invalid } => {
+                JobStatus::Failed(match (moderated, deadline_ms, invalid) {
+                    (Some((request, safety_tolerance)), _, _) => {
                         JobFailure::Moderated { request, safety_tolerance }
                     }
-                    (None, Some(ms)) => JobFailure::DeadlineExceeded {
+                    (None, Some(ms), _) => JobFailure::DeadlineExceeded {
                         deadline: Duration::from_millis(ms),
                         accepted: reached_upstream,
                     },
-                    (None, None) => JobFailure::Elsewhere { message, reached_upstream },
+                    (None, None, Some((message, field))) => {
+                        JobFailure::Refused(UpstreamError::Invalid { message, field })
+                    }
+                    (None, None, None) => JobFailure::Elsewhere { message, reached_upstream },
                 })
             }
         }
@@ -314,18 +320,23 @@ impl SharedBatches {
         self.stop.cancel();
     }
 
-    /// Writes `batch`'s record (before it returns, so the batch can be named to the client or
-    /// to the key at once), then at each change of its images' statuses until it settles; it is
-    /// kept `jobs.result_ttl_secs` after (`keyed`: as long as its key, if longer). Once per batch;
-    /// its images are billed once across replicas from then on.
-    /// Returns whether the first record was written.
-    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>, keyed: bool) -> bool {
+    /// Writes `batch`'s record (before it returns, so the batch can be named to the client at
+    /// once), then at each change of its images' statuses until it settles; it is kept
+    /// `jobs.result_ttl_secs` after (with a key: as long as its key, if longer). `key`: the
+    /// Redis entry of its `Idempotency-Key` and what it should hold, written (`SET XX`) after
+    /// the first record that reaches Redis, so the key never names a batch without a record.
+    /// Once per batch; its images are billed once across replicas from then on.
+    pub async fn publish(self: &Arc<Self>, batch: &Arc<Batch>, key: Option<(String, String)>) {
         if batch.shared.set(self.clone()).is_err() {
-            return true;
+            return;
         }
-        let keep = if keyed { self.keep } else { self.result_ttl };
+        let keep = if key.is_some() { self.keep } else { self.result_ttl };
+        let mut key = key;
         let mut watches: Vec<_> = batch.handles.iter().map(JobHandle::subscribe).collect();
         let (mut settled, written) = self.write_now(batch, &mut watches, keep, 3).await;
+        if written {
+            self.name_key(&mut key, &batch.id).await;
+        }
         let (this, batch) = (self.clone(), batch.clone());
         self.tracker.spawn(async move {
             while !settled {
@@ -336,15 +347,40 @@ impl SharedBatches {
                     .map(|w| Box::pin(w.changed()))
                     .collect::<Vec<_>>();
                 if changes.is_empty() {
+                    // Nothing more can change: what the last write missed is written now.
+                    drop(changes);
+                    let (_, written) = this.write_now(&batch, &mut watches, keep, 3).await;
+                    if written {
+                        this.name_key(&mut key, &batch.id).await;
+                    }
                     return;
                 }
                 let _ = futures_util::future::select_all(changes).await;
-                sleep(COALESCE).await;
+                // Progress is coalesced; the end is written at once (a retry may come right away).
+                if batch.phase() != Phase::Settled {
+                    sleep(COALESCE).await;
+                }
                 // The settled record is the one that matters most: tried a few times.
-                (settled, _) = this.write_now(&batch, &mut watches, keep, 3).await;
+                let written;
+                (settled, written) = this.write_now(&batch, &mut watches, keep, 3).await;
+                if written {
+                    this.name_key(&mut key, &batch.id).await;
+                }
             }
         });
-        written
+    }
+
+    /// Makes the key (if any is still unnamed) name its batch, now that the record is in Redis.
+    async fn name_key(&self, key: &mut Option<(String, String)>, id: &JobId) {
+        let Some((entry, named)) = key.as_ref() else { return };
+        let mut set = redis::cmd("SET");
+        set.arg(entry).arg(named).arg("XX").arg("KEEPTTL");
+        match self.redis.query::<Option<String>>(&set).await {
+            Ok(_) => *key = None,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "the Idempotency-Key could not name its job in Redis yet");
+            }
+        }
     }
 
     /// Writes the batch's record as it is now (up to `attempts` times): whether it is settled,
@@ -551,7 +587,7 @@ impl SharedBatches {
         let (entry, print) = (key_entry(owner, key), hex::encode(fingerprint));
         let waiting_since = Instant::now();
         loop {
-            let taken = KeyEntry { fingerprint: print.clone(), id: None, since_ms: unix_ms() };
+            let taken = KeyEntry { fingerprint: print.clone(), id: None };
             let taken = serde_json::to_string(&taken).map_err(|e| ApiError::internal(e.to_string()))?;
             let mut set = redis::cmd("SET");
             set.arg(&entry).arg(taken).arg("NX").arg("PX").arg(self.idempotency_ttl.as_millis() as u64);
@@ -602,8 +638,11 @@ impl SharedBatches {
             return Err(Refusal::Api(ApiError::IdempotencyKeyReused));
         }
         let Some(id) = seen.id else {
-            // Another replica is starting it this very moment, or stopped while it did.
-            if unix_ms().saturating_sub(seen.since_ms) > NEVER_STARTED_MS {
+            // Another replica is starting it this very moment, or stopped while it did. Its age
+            // is read from the key's TTL (Redis's clock), not from replicas' clocks.
+            let left: i64 = self.redis.query(redis::cmd("PTTL").arg(entry)).await.map_err(Refusal::Redis)?;
+            let age = (self.idempotency_ttl.as_millis() as i64).saturating_sub(left.max(0));
+            if left >= 0 && age > NEVER_STARTED_MS {
                 return Err(Refusal::Api(not_started_again("names a job that never finished starting")));
             }
             return Ok(Found::Starting);
@@ -641,28 +680,9 @@ impl SharedBatches {
             return claim;
         };
         let batch = claim.batch();
-        if !self.publish(batch, true).await {
-            // Without its record the key must not name it: retries elsewhere wait, then are
-            // refused without a second submit.
-            return Ok(claim);
-        }
-        let named = KeyEntry {
-            fingerprint: hex::encode(fingerprint),
-            id: Some(batch.id.to_string()),
-            since_ms: unix_ms(),
-        };
+        let named = KeyEntry { fingerprint: hex::encode(fingerprint), id: Some(batch.id.to_string()) };
         let named = serde_json::to_string(&named).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut set = redis::cmd("SET");
-        set.arg(entry).arg(named).arg("XX").arg("KEEPTTL");
-        for attempt in 1..=3 {
-            match self.redis.query::<Option<String>>(&set).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(job = %batch.id, error = %e, attempt, "the Idempotency-Key could not name its job in Redis");
-                    sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        self.publish(batch, Some((entry.to_owned(), named))).await;
         Ok(claim)
     }
 
@@ -690,13 +710,13 @@ impl SharedBatches {
         task_id: String,
     ) {
         let (id, request_id, megapixels) = (batch.id.clone(), batch.request_id.clone(), batch.megapixels);
-        let (owner, accounts) = (!batch.elsewhere, batch.accounts.clone());
+        let (owner, accounts, counted) = (!batch.elsewhere, batch.accounts.clone(), batch.counted.clone());
         let tracker = self.tracker.clone();
         tracker.spawn(async move {
             if self.first_bill(&id, index, owner).await {
                 self.usage.record(entry, &request_id, Some(&task_id), megapixels);
             }
-            accounts.send_modify(|done| *done += 1);
+            super::account(&accounts, &counted, index);
         });
     }
 

@@ -260,7 +260,7 @@ async fn submit_async(
     if let Claim::Started(batch) = claim {
         state.batches.insert_job(batch.clone());
         if let Some(shared) = &state.shared_batches {
-            shared.publish(&batch, false).await;
+            shared.publish(&batch, None).await;
         }
         let state = state.clone();
         state.dispatcher.tracker().clone().spawn(async move {
