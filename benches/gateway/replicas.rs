@@ -82,45 +82,33 @@ async fn measure(
 ) -> Result<(Vec<Duration>, f64), String> {
     let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
     let http = client::http();
-    // Warm-up: connection pools, and the schedule's first estimates.
-    let warm = {
-        let (http, bases) = (http.clone(), bases.clone());
-        load::run(SLOTS, SLOTS, move |i| {
-            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
-            async move {
-                client::generate(&http, &base, MODEL, &format!("#replicas/{way}/warm/{i}# [slow:300]")).await
-            }
-        })
-        .await
-    };
+    // Warm-up: the client's connection pools, and the schedule's first estimates.
+    let warm = spread(&http, &bases, SLOTS, SLOTS, format!("{way}/warm"), 300).await;
     eprintln!("replicas: {way}: {SEQUENTIAL} sequential jobs, then {BURST} at once…");
-    let sequential = {
-        let (http, bases) = (http.clone(), bases.clone());
-        load::run(SEQUENTIAL, 1, move |i| {
-            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
-            async move {
-                client::generate(&http, &base, MODEL, &format!("#replicas/{way}/seq/{i}# [slow:300]")).await
-            }
-        })
-        .await
-    };
-    let burst = {
-        let (http, bases) = (http.clone(), bases.clone());
-        load::run(BURST, BURST, move |i| {
-            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
-            let prompt = format!("#replicas/{way}/burst/{i}# [slow:{BURST_MS}]");
-            async move { client::generate(&http, &base, MODEL, &prompt).await }
-        })
-        .await
-    };
-    for (what, errors, first) in [
-        ("warm-up", warm.errors(), warm.first_error()),
-        ("sequential", sequential.errors(), sequential.first_error()),
-        ("burst", burst.errors(), burst.first_error()),
-    ] {
-        if let Some(e) = first {
-            report.note("replicas", format!("{way}, {what}: {errors} failed; first: {e}"));
+    let sequential = spread(&http, &bases, SEQUENTIAL, 1, format!("{way}/seq"), 300).await;
+    let burst = spread(&http, &bases, BURST, BURST, format!("{way}/burst"), BURST_MS).await;
+    for (what, batch) in [("warm-up", &warm), ("sequential", &sequential), ("burst", &burst)] {
+        if let Some(e) = batch.first_error() {
+            report.note("replicas", format!("{way}, {what}: {} failed; first: {e}", batch.errors()));
         }
     }
     Ok((sequential.ok_durations(), burst.per_second()))
+}
+
+/// `n` generations of `job_ms`, `concurrency` at a time, request `i` to gateway `i % len`.
+async fn spread(
+    http: &reqwest::Client,
+    bases: &[String],
+    n: usize,
+    concurrency: usize,
+    tag: String,
+    job_ms: u64,
+) -> load::Batch<()> {
+    let (http, bases) = (http.clone(), bases.to_vec());
+    load::run(n, concurrency, move |i| {
+        let (http, base) = (http.clone(), bases[i % bases.len()].clone());
+        let prompt = format!("#replicas/{tag}/{i}# [slow:{job_ms}]");
+        async move { client::generate(&http, &base, MODEL, &prompt).await }
+    })
+    .await
 }
