@@ -14,7 +14,7 @@ use crate::clients::Clients;
 use crate::config::Settings;
 use crate::coordination::{Redis, RedisError, SharedHolds};
 use crate::delivery::{Delivery, StoreError};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, WebhookForwarder};
 use crate::records::MemoryJobStore;
 use crate::state::{AppState, Parts};
 use crate::telemetry;
@@ -97,13 +97,14 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
     let ledger = shared.clone();
     let degraded: Arc<dyn Fn() -> bool + Send + Sync> =
         Arc::new(move || ledger.as_ref().is_some_and(|l| l.is_degraded()));
+    let webhook_forwarder =
+        redis.clone().map(|redis| WebhookForwarder::start(redis, dispatcher.bfl_webhooks().clone()));
     let shared_batches = redis.map(|redis| {
-        SharedBatches::start(
+        SharedBatches::new(
             redis,
             usage.clone(),
             settings.batches.result_ttl,
             settings.batches.idempotency_ttl,
-            dispatcher.bfl_webhooks().clone(),
             dispatcher.tracker().clone(),
             degraded,
         )
@@ -123,5 +124,6 @@ pub fn build(settings: Settings) -> Result<AppState, StartupError> {
         shared_ledger: shared,
         shared_batches,
         shared_holds: holds,
+        webhook_forwarder,
     }))
 }

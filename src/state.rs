@@ -12,7 +12,7 @@ use crate::catalog::Catalog;
 use crate::clients::Clients;
 use crate::coordination::SharedHolds;
 use crate::delivery::Delivery;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, WebhookForwarder};
 use crate::job::JobRules;
 use crate::upload::Uploads;
 use crate::usage::Usage;
@@ -61,6 +61,8 @@ pub struct Parts {
     pub shared_batches: Option<Arc<SharedBatches>>,
     /// Client concurrency and budget holds shared through Redis, likewise.
     pub shared_holds: Option<Arc<SharedHolds>>,
+    /// BFL webhooks passed between replicas through Redis, likewise.
+    pub webhook_forwarder: Option<Arc<WebhookForwarder>>,
 }
 
 #[derive(Clone)]
@@ -82,6 +84,7 @@ pub struct AppState {
     pub shared_ledger: Option<Arc<RedisLedger>>,
     pub shared_batches: Option<Arc<SharedBatches>>,
     pub shared_holds: Option<Arc<SharedHolds>>,
+    pub webhook_forwarder: Option<Arc<WebhookForwarder>>,
     draining: Arc<AtomicBool>,
 }
 
@@ -108,6 +111,7 @@ impl AppState {
             shared_ledger,
             shared_batches,
             shared_holds,
+            webhook_forwarder,
         } = parts;
         AppState {
             server: Arc::new(server),
@@ -123,6 +127,7 @@ impl AppState {
             shared_ledger,
             shared_batches,
             shared_holds,
+            webhook_forwarder,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

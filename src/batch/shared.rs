@@ -12,36 +12,27 @@
 //!   taken with `SET NX` before the batch starts, so two replicas cannot both start one.
 //! - `fluxgate:billed:<id>:<image>`: set by whichever replica bills an image first; an image
 //!   delivered by two replicas is billed once.
-//! - channel `fluxgate:bfl-webhooks`: a BFL webhook that reached a replica whose jobs it does not
-//!   name is passed to all, and the one following the task takes it.
 //!
 //! Another replica's batch is followed here as an ordinary `Batch` whose statuses come from its
 //! record (read every `FOLLOW_EVERY`), so replies, streams and job objects are made the same way.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use futures_util::StreamExt;
 use reqwest::Url;
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Assembly, Batch, Batches, Claim, IdempotencyKey, Kind, Phase};
 use crate::bfl::UpstreamError;
-use crate::bfl::webhook::{SECRET_HEADER, SIGNATURE_HEADER};
 use crate::catalog::Catalog;
 use crate::clients::Caller;
-use crate::coordination::{REDIS_TIMEOUT, Redis, RedisError};
+use crate::coordination::{Redis, RedisError};
 use crate::delivery::Wanted;
-use crate::dispatch::{JobHandle, WebhookInbox};
+use crate::dispatch::JobHandle;
 use crate::error::ApiError;
 use crate::job::{OutputFormat, ResponseFormat};
 use crate::records::{Finished, ImageName, JobFailure, JobId, JobStatus};
@@ -56,7 +47,6 @@ const STARTING_WAIT: Duration = Duration::from_secs(3);
 /// A key taken this long ago that still names no batch was never started (its replica stopped
 /// or lost Redis in between); it is not started again either.
 const NEVER_STARTED_MS: i64 = 30_000;
-const WEBHOOKS: &str = "fluxgate:bfl-webhooks";
 
 fn record_key(id: &str) -> String {
     format!("fluxgate:batch:{id}")
@@ -272,52 +262,30 @@ pub struct SharedBatches {
     keep: Duration,
     idempotency_ttl: Duration,
     tracker: TaskTracker,
-    stop: CancellationToken,
     /// True while the slot ledger finds Redis unreachable: keys are then claimed locally.
     degraded: Arc<dyn Fn() -> bool + Send + Sync>,
-    /// The first subscription to the webhook channel was tried (readiness waits for it).
-    tried: Arc<AtomicBool>,
 }
 
 impl SharedBatches {
-    /// Starts listening for BFL webhooks other replicas pass on (to `inbox`), on a task of its
-    /// own that ends with `stop`. Records, billing marks and followed batches are written and
-    /// read on `tracker` (the jobs'), so shutdown gives them the jobs' grace.
-    pub fn start(
+    /// Records, billing marks and followed batches are written and read on `tracker` (the
+    /// jobs'), so shutdown gives them the jobs' grace.
+    pub fn new(
         redis: Arc<Redis>,
         usage: Usage,
         result_ttl: Duration,
         idempotency_ttl: Duration,
-        inbox: Arc<WebhookInbox>,
         tracker: TaskTracker,
         degraded: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Arc<SharedBatches> {
-        let shared = Arc::new(SharedBatches {
+        Arc::new(SharedBatches {
             redis,
             usage,
             result_ttl,
             keep: result_ttl.max(idempotency_ttl),
             idempotency_ttl,
             tracker,
-            stop: CancellationToken::new(),
             degraded,
-            tried: Arc::new(AtomicBool::new(false)),
-        });
-        let listener = TaskTracker::new();
-        listener.spawn(shared.clone().listen(inbox));
-        listener.close();
-        shared
-    }
-
-    /// True once this replica has tried to subscribe to the webhook channel (it has, unless Redis
-    /// does not answer): until then it is not ready, so no job of its own can miss a webhook.
-    pub fn started(&self) -> bool {
-        self.tried.load(Ordering::SeqCst)
-    }
-
-    /// Stops listening for passed-on webhooks (at the very end of shutdown).
-    pub fn stop(&self) {
-        self.stop.cancel();
+        })
     }
 
     /// Writes `batch`'s record (before it returns, so the batch can be named to the client at
@@ -719,56 +687,6 @@ impl SharedBatches {
             super::account(&accounts, &counted, index);
         });
     }
-
-    /// Passes a BFL webhook this replica has no job for to every replica; true when some other
-    /// replica listens (this one's own subscription is one of the listeners counted).
-    pub async fn forward_bfl_webhook(&self, token: &str, headers: &HeaderMap, body: &[u8]) -> bool {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let message = Forwarded {
-            token: token.to_owned(),
-            secret: header(SECRET_HEADER),
-            signature: header(SIGNATURE_HEADER),
-            body: STANDARD.encode(body),
-        };
-        let Ok(message) = serde_json::to_string(&message) else { return false };
-        let listeners = self.redis.query::<u64>(redis::cmd("PUBLISH").arg(WEBHOOKS).arg(message)).await;
-        listeners.is_ok_and(|n| n > 1)
-    }
-
-    async fn listen(self: Arc<Self>, inbox: Arc<WebhookInbox>) {
-        loop {
-            let subscribed = async {
-                let subscribe = async {
-                    let mut pubsub = self.redis.client().get_async_pubsub().await?;
-                    pubsub.subscribe(WEBHOOKS).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
-                };
-                let pubsub = tokio::time::timeout(REDIS_TIMEOUT * 4, subscribe).await;
-                self.tried.store(true, Ordering::SeqCst);
-                let Ok(pubsub) = pubsub else { return Ok(()) };
-                let mut pubsub = pubsub?;
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Ok(payload) = message.get_payload::<String>() else { continue };
-                    let Ok(forwarded) = serde_json::from_str::<Forwarded>(&payload) else { continue };
-                    forwarded.deliver(&inbox);
-                }
-                Ok::<(), redis::RedisError>(())
-            };
-            tokio::select! {
-                () = self.stop.cancelled() => return,
-                ended = subscribed => {
-                    if let Err(e) = ended {
-                        tracing::debug!(error = %e, "the webhook channel dropped; subscribing again");
-                    }
-                }
-            }
-            tokio::select! {
-                () = self.stop.cancelled() => return,
-                () = sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    }
 }
 
 /// What an idempotency key names in Redis.
@@ -811,30 +729,6 @@ fn not_started_again(why: &str) -> ApiError {
     ApiError::Unavailable {
         message: format!("this Idempotency-Key {why}; it is not started again, so it cannot be paid twice"),
         retry_after: None,
-    }
-}
-
-/// A BFL webhook as one replica passes it to the others: what authenticates it, and its body.
-#[derive(Serialize, Deserialize)]
-struct Forwarded {
-    token: String,
-    secret: Option<String>,
-    signature: Option<String>,
-    body: String,
-}
-
-impl Forwarded {
-    /// Checked again here as if BFL had called this replica (the secret is the cluster's).
-    fn deliver(self, inbox: &WebhookInbox) {
-        let Ok(body) = STANDARD.decode(&self.body) else { return };
-        let mut headers = HeaderMap::new();
-        for (name, value) in [(SECRET_HEADER, self.secret), (SIGNATURE_HEADER, self.signature)] {
-            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                headers.insert(name, value);
-            }
-        }
-        let outcome = inbox.deliver(&self.token, &headers, &body);
-        tracing::debug!(?outcome, "a BFL webhook passed on by another replica");
     }
 }
 

@@ -13,12 +13,14 @@
 //! it waits for a slot is dropped, but once a submit has gone out it always runs to its answer.
 
 mod follow;
+mod forward;
 mod handle;
 mod inbox;
 mod reporter;
 mod schedule;
 mod submit;
 
+pub use forward::WebhookForwarder;
 pub use handle::JobHandle;
 pub use inbox::{BflWebhookSettings, Delivered, WebhookInbox};
 pub use schedule::PollSchedule;

@@ -40,8 +40,8 @@ pub(super) async fn receive_bfl_webhook(
         }
         Delivered::Unknown => {
             // Another replica may follow the task: an authentic webhook is passed to all of them.
-            let forwarded = match &state.shared_batches {
-                Some(shared) => shared.forward_bfl_webhook(&token, &headers, &body).await,
+            let forwarded = match &state.webhook_forwarder {
+                Some(forwarder) => forwarder.forward(&token, &headers, &body).await,
                 None => false,
             };
             if forwarded {

@@ -16,7 +16,7 @@ pub(super) async fn live() -> &'static str {
 pub(super) async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if state.shared_batches.as_ref().is_some_and(|s| !s.started()) {
+    } else if state.webhook_forwarder.as_ref().is_some_and(|f| !f.started()) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     } else if state.is_degraded() {
         (StatusCode::OK, "ready, degraded: Redis does not answer; slots are counted on a local share")

@@ -102,8 +102,8 @@ pub async fn serve(
     if let Some(ledger) = &state.shared_ledger {
         ledger.stop();
     }
-    if let Some(shared) = &state.shared_batches {
-        shared.stop();
+    if let Some(forwarder) = &state.webhook_forwarder {
+        forwarder.stop();
     }
     if let Some(holds) = &state.shared_holds {
         holds.stop();
